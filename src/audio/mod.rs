@@ -1,8 +1,10 @@
 //! Audio ingestion: decode untrusted bytes (WAV, FLAC, MP3, OGG Vorbis, AAC in MP4/M4A)
-//! into mono `f32` samples at [`TARGET_SAMPLE_RATE`].
+//! into mono `f32` samples at [`TARGET_SAMPLE_RATE`], loudness, and voice activity.
 
 pub mod decode;
+pub mod level;
 pub mod resample;
+pub mod vad;
 
 mod error;
 mod mp4;

@@ -1,0 +1,350 @@
+//! The one path from audio to speaker embeddings, shared by the CLI, the server and the
+//! evaluator: level normalisation → voice activity trimming → mel → partial windows →
+//! batched encoder → mean of partials, L2-normalised.
+
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use crate::audio::{self, level, vad::VoiceActivity, AudioError, DecodeLimits};
+use crate::encoder::{ModelId, SpeakerModel};
+use crate::features::{mel::MelSpectrogram, FeatureError, FrontendConfig};
+
+/// Errors of turning audio into an embedding.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The audio could not be decoded.
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// Voice activity detection refused the audio.
+    #[error(transparent)]
+    Vad(#[from] crate::audio::vad::VadError),
+    /// The model's front end is misconfigured.
+    #[error(transparent)]
+    Features(#[from] FeatureError),
+    /// Nothing voiced was found.
+    #[error("no voiced audio found in {duration_s:.2} s of audio")]
+    NoVoice {
+        /// Decoded duration, seconds.
+        duration_s: f64,
+    },
+    /// The encoder failed.
+    #[error("encoder failed: {0}")]
+    Encoder(#[from] candle_core::Error),
+    /// The encoder failed on a batch this file was part of.
+    #[error("encoder failed on the batch holding this file: {0}")]
+    Batch(String),
+}
+
+/// How the front end treats silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trim {
+    /// Cut long silences with voice activity detection (the reference's default).
+    Silences,
+    /// Keep all the audio.
+    Off,
+}
+
+/// Audio made ready for the encoder: its partial windows of mel frames.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Decoded duration, seconds.
+    pub duration_s: f64,
+    /// Duration kept after trimming, seconds.
+    pub voiced_s: f64,
+    /// Number of partial windows.
+    pub n_partials: usize,
+    /// `n_partials * partial_frames * n_mels` mel values.
+    pub partial_mels: Vec<f32>,
+}
+
+/// One utterance embedding with what it was computed from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Embedding {
+    /// Unit-norm embedding.
+    pub vector: Vec<f32>,
+    /// Decoded duration, seconds.
+    pub duration_s: f64,
+    /// Duration kept after trimming, seconds.
+    pub voiced_s: f64,
+    /// Partial windows averaged.
+    pub n_partials: usize,
+}
+
+/// Start frames of the partial windows over `n_samples` samples, as Resemblyzer's
+/// `compute_partial_slices` places them, and the number of samples the audio must be
+/// zero-padded to so that every window is covered.
+pub fn partial_starts(n_samples: usize, frontend: &FrontendConfig) -> (Vec<usize>, usize) {
+    let hop = frontend.hop_length;
+    let frames = frontend.partial_frames;
+    let n_frames = (n_samples + 1).div_ceil(hop);
+    let frame_step = ((frontend.sample_rate as f64 / frontend.partials_per_second) / hop as f64)
+        .round_ties_even()
+        .max(1.0) as usize;
+    let steps = (n_frames + frame_step + 1).saturating_sub(frames).max(1);
+    let mut starts: Vec<usize> = (0..steps).step_by(frame_step).collect();
+    let last = *starts.last().expect("at least one window");
+    let coverage = (n_samples as f64 - (last * hop) as f64) / (frames * hop) as f64;
+    if coverage < frontend.min_coverage && starts.len() > 1 {
+        starts.pop();
+    }
+    let padded = (starts.last().expect("at least one window") + frames) * hop;
+    (starts, padded)
+}
+
+/// The embedding pipeline for one model.
+pub struct Embedder {
+    model: SpeakerModel,
+    mel: MelSpectrogram,
+    limits: DecodeLimits,
+    trim: Trim,
+    max_batch: usize,
+}
+
+impl Embedder {
+    /// Partials run through the encoder at once unless configured otherwise.
+    pub const DEFAULT_MAX_BATCH: usize = 128;
+
+    /// A pipeline for `model`, decoding under `limits`.
+    pub fn new(model: SpeakerModel, limits: DecodeLimits) -> Result<Self, EmbedError> {
+        let mel = MelSpectrogram::new(model.card().frontend.mel()?)?;
+        Ok(Self {
+            model,
+            mel,
+            limits,
+            trim: Trim::Silences,
+            max_batch: Self::DEFAULT_MAX_BATCH,
+        })
+    }
+
+    /// Sets how silences are treated.
+    pub fn with_trim(mut self, trim: Trim) -> Self {
+        self.trim = trim;
+        self
+    }
+
+    /// Sets the largest number of partials run through the encoder at once.
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// The model's name and weights hash.
+    pub fn model_id(&self) -> &ModelId {
+        self.model.id()
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &SpeakerModel {
+        &self.model
+    }
+
+    /// Decoding limits in force.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Decodes and prepares a file.
+    pub fn prepare_file(&self, path: &Path) -> Result<Prepared, EmbedError> {
+        let decoded = audio::load_file(path, &self.limits)?;
+        self.prepare_samples(decoded.samples)
+    }
+
+    /// Prepares mono samples at the model's sample rate.
+    pub fn prepare_samples(&self, mut samples: Vec<f32>) -> Result<Prepared, EmbedError> {
+        let frontend = &self.model.card().frontend;
+        let rate = frontend.sample_rate as f64;
+        let duration_s = samples.len() as f64 / rate;
+        level::normalize_volume(&mut samples, frontend.target_dbfs, true);
+        if self.trim == Trim::Silences {
+            let activity = VoiceActivity::detect(&samples, frontend.sample_rate, &frontend.vad())?;
+            samples = activity.trim(&samples);
+        }
+        if samples.is_empty() {
+            return Err(EmbedError::NoVoice { duration_s });
+        }
+        let voiced_s = samples.len() as f64 / rate;
+        let (starts, padded_len) = partial_starts(samples.len(), frontend);
+        samples.resize(padded_len.max(samples.len()), 0.0);
+        let mel = self.mel.compute(&samples);
+        let n_mels = frontend.n_mels;
+        let window = frontend.partial_frames * n_mels;
+        let mut partial_mels = Vec::with_capacity(starts.len() * window);
+        for &start in &starts {
+            partial_mels.extend_from_slice(&mel[start * n_mels..start * n_mels + window]);
+        }
+        Ok(Prepared {
+            duration_s,
+            voiced_s,
+            n_partials: starts.len(),
+            partial_mels,
+        })
+    }
+
+    /// Embeds every partial of `items` (batched across items) and returns each item's
+    /// partial embeddings, `n_partials * dim` values.
+    pub fn embed_partials(&self, items: &[&Prepared]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let frontend = &self.model.card().frontend;
+        let window = frontend.partial_frames * frontend.n_mels;
+        let dim = self.model.card().embedding_dim;
+        let all: Vec<&[f32]> = items
+            .iter()
+            .flat_map(|p| p.partial_mels.chunks_exact(window))
+            .collect();
+        let mut vectors = Vec::with_capacity(all.len() * dim);
+        for batch in all.chunks(self.max_batch) {
+            let data: Vec<f32> = batch.concat();
+            let mels = Tensor::from_vec(
+                data,
+                (batch.len(), frontend.partial_frames, frontend.n_mels),
+                self.model.device(),
+            )?;
+            let embeds = self.model.embed_partials(&mels)?;
+            vectors.extend(embeds.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let mut out = Vec::with_capacity(items.len());
+        let mut offset = 0;
+        for item in items {
+            let len = item.n_partials * dim;
+            out.push(vectors[offset..offset + len].to_vec());
+            offset += len;
+        }
+        Ok(out)
+    }
+
+    /// Embeds prepared items, batching their partials together.
+    pub fn embed_prepared(&self, items: &[&Prepared]) -> Result<Vec<Embedding>, EmbedError> {
+        let dim = self.model.card().embedding_dim;
+        let partials = self.embed_partials(items)?;
+        Ok(items
+            .iter()
+            .zip(partials)
+            .map(|(item, partials)| Embedding {
+                vector: mean_unit(&partials, dim),
+                duration_s: item.duration_s,
+                voiced_s: item.voiced_s,
+                n_partials: item.n_partials,
+            })
+            .collect())
+    }
+
+    /// Embeds many files, preparing them in parallel on the current rayon pool and batching
+    /// their partials through the encoder; `sink` gets each file's index and result in order.
+    pub fn embed_files<P: AsRef<Path> + Sync>(
+        &self,
+        paths: &[P],
+        mut sink: impl FnMut(usize, Result<Embedding, EmbedError>),
+    ) {
+        use rayon::prelude::*;
+        const FILES_PER_ROUND: usize = 16;
+        for (round, chunk) in paths.chunks(FILES_PER_ROUND).enumerate() {
+            let prepared: Vec<Result<Prepared, EmbedError>> = chunk
+                .par_iter()
+                .map(|p| self.prepare_file(p.as_ref()))
+                .collect();
+            let ready: Vec<&Prepared> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+            let mut embedded = match self.embed_prepared(&ready) {
+                Ok(embeddings) => embeddings.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => {
+                    let reason = e.to_string();
+                    ready
+                        .iter()
+                        .map(|_| Err(EmbedError::Batch(reason.clone())))
+                        .collect()
+                }
+            }
+            .into_iter();
+            for (i, prep) in prepared.into_iter().enumerate() {
+                let result = match prep {
+                    Ok(_) => embedded.next().expect("one result per prepared file"),
+                    Err(e) => Err(e),
+                };
+                sink(round * FILES_PER_ROUND + i, result);
+            }
+        }
+    }
+
+    /// Decodes, prepares and embeds one file.
+    pub fn embed_file(&self, path: &Path) -> Result<Embedding, EmbedError> {
+        let prepared = self.prepare_file(path)?;
+        Ok(self.embed_prepared(&[&prepared])?.remove(0))
+    }
+}
+
+/// L2-normalised mean of the `dim`-long rows of `rows`.
+pub fn mean_unit(rows: &[f32], dim: usize) -> Vec<f32> {
+    let mut mean = vec![0f64; dim];
+    for row in rows.chunks_exact(dim) {
+        for (m, &x) in mean.iter_mut().zip(row) {
+            *m += x as f64;
+        }
+    }
+    let norm = mean.iter().map(|m| m * m).sum::<f64>().sqrt();
+    mean.iter()
+        .map(|&m| if norm > 0.0 { (m / norm) as f32 } else { 0.0 })
+        .collect()
+}
+
+/// Cosine similarity of two embeddings.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        dot += x as f64 * y as f64;
+        na += x as f64 * x as f64;
+        nb += y as f64 * y as f64;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        (dot / (na.sqrt() * nb.sqrt())) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frontend() -> FrontendConfig {
+        FrontendConfig {
+            sample_rate: 16_000,
+            n_fft: 400,
+            hop_length: 160,
+            win_length: 400,
+            n_mels: 40,
+            fmin: 0.0,
+            fmax: 8000.0,
+            partial_frames: 160,
+            partials_per_second: 1.3,
+            min_coverage: 0.75,
+            target_dbfs: -30.0,
+            vad_window_ms: 30,
+            vad_mode: 3,
+            vad_moving_average_width: 8,
+            vad_max_silence_windows: 6,
+        }
+    }
+
+    #[test]
+    fn partials_match_the_reference_slices() {
+        // 533-1066-0005 trimmed: 97,440 samples → 7 partials 77 frames apart, padded to 99,520.
+        let (starts, padded) = partial_starts(97_440, &frontend());
+        assert_eq!(starts, vec![0, 77, 154, 231, 308, 385, 462]);
+        assert_eq!(padded, 99_520);
+    }
+
+    #[test]
+    fn short_audio_still_gets_one_partial() {
+        let (starts, padded) = partial_starts(1_000, &frontend());
+        assert_eq!(starts, vec![0]);
+        assert_eq!(padded, 25_600);
+    }
+
+    #[test]
+    fn cosine_and_mean_behave() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+        let m = mean_unit(&[1.0, 0.0, 0.0, 1.0], 2);
+        assert!((m[0] - m[1]).abs() < 1e-6 && (m[0] * m[0] + m[1] * m[1] - 1.0).abs() < 1e-6);
+    }
+}
