@@ -3,6 +3,13 @@
 //! front doors onto it.
 
 pub mod audio;
+pub mod cli;
 pub mod embed;
 pub mod encoder;
 pub mod features;
+pub mod server;
+
+/// Types and service stubs generated from `proto/vocalguard/v1`.
+pub mod proto {
+    tonic::include_proto!("vocalguard.v1");
+}
