@@ -2,9 +2,9 @@
 //! 40-band mel frames, the top layer's final hidden state through Linear → ReLU → L2 norm.
 //!
 //! Tensor names follow the PyTorch checkpoint (`lstm.weight_ih_l0`, …, `linear.weight`), so
-//! loading is a straight mapping. Inference runs time-major: each layer's input projection
-//! is one matrix product over all frames of all partials, and only the recurrent product
-//! runs step by step (fused into one kernel on the CPU).
+//! loading is a straight mapping. Each layer's input projection is one matrix product over
+//! all frames of all partials; only the recurrent product runs step by step (fused into one
+//! kernel on the CPU).
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
@@ -23,7 +23,7 @@ pub struct Ge2eConfig {
     pub num_layers: usize,
 }
 
-/// One LSTM layer with its weights laid out for time-major batched inference.
+/// One LSTM layer with its weights laid out for batched inference.
 struct LstmLayer {
     /// `(input, 4 * hidden)`: the transposed input weights, gate columns in order i, f, o, g.
     w_ih_t: Tensor,
@@ -59,31 +59,34 @@ impl LstmLayer {
         })
     }
 
-    /// Runs the layer over `xs` `(time, batch, input)`; returns every step's hidden state
-    /// `(time, batch, hidden)` when `keep_sequence`, else only the last `(batch, hidden)`.
+    /// Runs the layer over `xs` `(batch, time, input)`; returns every step's hidden state
+    /// `(batch, time, hidden)` when `keep_sequence`, else only the last `(batch, hidden)`.
     /// On the CPU the recurrence is fused ([`lstm_cpu`]); elsewhere it runs as tensor ops.
     fn forward(&self, xs: &Tensor, keep_sequence: bool) -> candle_core::Result<Tensor> {
-        let (steps, batch, input) = xs.dims3()?;
+        let (batch, steps, input) = xs.dims3()?;
         let hidden = self.w_hh_t.dim(0)?;
         let projected = xs
-            .reshape((steps * batch, input))?
+            .reshape((batch * steps, input))?
             .matmul(&self.w_ih_t)?
-            .broadcast_add(&self.bias)?
-            .reshape((steps, batch, 4 * hidden))?;
+            .broadcast_add(&self.bias)?;
         if let Some(w_hh_t) = &self.w_hh_t_host {
-            let projected = projected.flatten_all()?.to_vec1::<f32>()?;
-            let out = lstm_cpu::recur(&projected, steps, batch, hidden, w_hh_t, keep_sequence);
+            let mut projected = projected.flatten_all()?.to_vec1::<f32>()?;
+            let out = lstm_cpu::recur(&mut projected, batch, steps, hidden, w_hh_t, keep_sequence);
             return if keep_sequence {
-                Tensor::from_vec(out, (steps, batch, hidden), xs.device())
+                Tensor::from_vec(out, (batch, steps, hidden), xs.device())
             } else {
                 Tensor::from_vec(out, (batch, hidden), xs.device())
             };
         }
+        let projected = projected.reshape((batch, steps, 4 * hidden))?;
         let mut h = Tensor::zeros((batch, hidden), xs.dtype(), xs.device())?;
         let mut c = h.clone();
         let mut outputs = Vec::with_capacity(if keep_sequence { steps } else { 0 });
         for t in 0..steps {
-            let gates = projected.get(t)?.add(&h.matmul(&self.w_hh_t)?)?;
+            let gates = projected
+                .narrow(1, t, 1)?
+                .squeeze(1)?
+                .add(&h.matmul(&self.w_hh_t)?)?;
             let sig = candle_nn::ops::sigmoid(&gates.narrow(1, 0, 3 * hidden)?)?;
             let i = sig.narrow(1, 0, hidden)?;
             let f = sig.narrow(1, hidden, hidden)?;
@@ -96,7 +99,7 @@ impl LstmLayer {
             }
         }
         if keep_sequence {
-            Tensor::stack(&outputs, 0)
+            Tensor::stack(&outputs, 1)
         } else {
             Ok(h)
         }
@@ -162,7 +165,7 @@ impl Ge2eEncoder {
     /// Embeds a batch of partials `(batch, frames, input_dim)` into L2-normalised
     /// `(batch, hidden_size)` embeddings.
     pub fn forward(&self, mels: &Tensor) -> candle_core::Result<Tensor> {
-        let mut xs = mels.transpose(0, 1)?.contiguous()?;
+        let mut xs = mels.contiguous()?;
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, l != last)?;

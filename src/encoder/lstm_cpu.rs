@@ -1,95 +1,72 @@
 //! The LSTM recurrence fused for the CPU. Candle computes each layer's input projection as
 //! one large matrix product; this runs the step-by-step part without a tensor op per gate:
 //! the recurrent product accumulates in place into the projected gates (with `gemm`, the
-//! kernel Candle itself uses on the CPU) and one loop applies the cell update. The batch is
-//! split into contiguous row blocks, one per worker thread, which never synchronise.
+//! kernel Candle itself uses on the CPU) and one loop applies the cell update. Data is
+//! batch-major, so the batch splits into contiguous row blocks, one per worker thread, which
+//! never synchronise.
 
 use rayon::prelude::*;
 
-/// Runs the recurrence of one layer.
+/// Runs the recurrence of one layer, batch-major.
 ///
-/// `projected` is `(steps, batch, 4 * hidden)`: `x_t · W_ihᵀ + b_ih + b_hh` with gate blocks in
-/// order i, f, o, g. `w_hh_t` is `(hidden, 4 * hidden)`, same gate order. Returns the hidden
-/// state of every step `(steps, batch, hidden)` when `keep_sequence`, else the last one
-/// `(batch, hidden)`.
+/// `projected` is `(batch, steps, 4 * hidden)`: `x_t · W_ihᵀ + b_ih + b_hh` with gate blocks in
+/// order i, f, o, g; it is overwritten with the pre-activation gates. `w_hh_t` is
+/// `(hidden, 4 * hidden)`, same gate order. Returns the hidden state of every step
+/// `(batch, steps, hidden)` when `keep_sequence`, else the last one `(batch, hidden)`.
 pub fn recur(
-    projected: &[f32],
-    steps: usize,
+    projected: &mut [f32],
     batch: usize,
+    steps: usize,
     hidden: usize,
     w_hh_t: &[f32],
     keep_sequence: bool,
 ) -> Vec<f32> {
     let gates_len = 4 * hidden;
-    assert_eq!(projected.len(), steps * batch * gates_len);
+    assert_eq!(projected.len(), batch * steps * gates_len);
     assert_eq!(w_hh_t.len(), hidden * gates_len);
-    let workers = rayon::current_num_threads().clamp(1, batch.max(1));
-    let rows_per_block = batch.div_ceil(workers);
-    let blocks: Vec<(usize, usize)> = (0..batch)
-        .step_by(rows_per_block.max(1))
-        .map(|start| (start, (start + rows_per_block).min(batch)))
-        .collect();
-    let outputs: Vec<Vec<f32>> = blocks
-        .par_iter()
-        .map(|&(r0, r1)| {
-            recur_block(
-                projected,
-                steps,
-                batch,
-                hidden,
-                w_hh_t,
-                r0..r1,
-                keep_sequence,
-            )
-        })
-        .collect();
-    if blocks.len() == 1 {
-        return outputs.into_iter().next().expect("one block");
-    }
     let out_steps = if keep_sequence { steps } else { 1 };
-    let mut out = vec![0f32; out_steps * batch * hidden];
-    for (&(r0, r1), block) in blocks.iter().zip(&outputs) {
-        let rows = r1 - r0;
-        for t in 0..out_steps {
-            let dst = (t * batch + r0) * hidden;
-            let src = t * rows * hidden;
-            out[dst..dst + rows * hidden].copy_from_slice(&block[src..src + rows * hidden]);
-        }
+    let mut out = vec![0f32; batch * out_steps * hidden];
+    if batch == 0 || steps == 0 {
+        return out;
     }
+    let workers = rayon::current_num_threads().clamp(1, batch);
+    let rows_per_block = batch.div_ceil(workers);
+    projected
+        .par_chunks_mut(rows_per_block * steps * gates_len)
+        .zip(out.par_chunks_mut(rows_per_block * out_steps * hidden))
+        .for_each(|(gates, out)| recur_block(gates, out, steps, hidden, w_hh_t, keep_sequence));
     out
 }
 
-/// The recurrence for batch rows `rows`, output laid out `(steps or 1, rows, hidden)`.
+/// The recurrence for one block of rows: `gates` `(rows, steps, 4 * hidden)`, `out`
+/// `(rows, steps or 1, hidden)`.
 fn recur_block(
-    projected: &[f32],
+    gates: &mut [f32],
+    out: &mut [f32],
     steps: usize,
-    batch: usize,
     hidden: usize,
     w_hh_t: &[f32],
-    rows: std::ops::Range<usize>,
     keep_sequence: bool,
-) -> Vec<f32> {
-    let n = rows.len();
+) {
     let gates_len = 4 * hidden;
-    let mut gates = vec![0f32; n * gates_len];
-    let mut h = vec![0f32; n * hidden];
-    let mut c = vec![0f32; n * hidden];
-    let mut sequence = Vec::with_capacity(if keep_sequence { steps * n * hidden } else { 0 });
+    let rows = gates.len() / (steps * gates_len);
+    let mut h = vec![0f32; rows * hidden];
+    let mut c = vec![0f32; rows * hidden];
+    let row_stride = steps * gates_len;
     for t in 0..steps {
-        let start = (t * batch + rows.start) * gates_len;
-        gates.copy_from_slice(&projected[start..start + n * gates_len]);
         if t > 0 {
-            // gates += h · W_hhᵀ  (n × hidden) · (hidden × 4·hidden), all row-major.
-            // SAFETY: the pointers cover exactly the row-major matrices whose shapes and
-            // strides are passed, and `gates` does not alias `h` or `w_hh_t`.
+            // gates[:, t, :] += h · W_hhᵀ: (rows × hidden) · (hidden × 4·hidden), the
+            // destination rows `steps · 4·hidden` apart.
+            // SAFETY: every pointer and stride stays inside its slice for the shapes given,
+            // and `gates` does not alias `h` or `w_hh_t`.
             unsafe {
                 gemm::gemm(
-                    n,
+                    rows,
                     gates_len,
                     hidden,
-                    gates.as_mut_ptr(),
+                    gates.as_mut_ptr().add(t * gates_len),
                     1,
-                    gates_len as isize,
+                    row_stride as isize,
                     true,
                     h.as_ptr(),
                     1,
@@ -106,56 +83,52 @@ fn recur_block(
                 );
             }
         }
-        cell_update_rows(&gates, &mut h, &mut c, hidden);
-        if keep_sequence {
-            sequence.extend_from_slice(&h);
+        for (r, (h, c)) in h
+            .chunks_exact_mut(hidden)
+            .zip(c.chunks_exact_mut(hidden))
+            .enumerate()
+        {
+            let g = &gates[r * row_stride + t * gates_len..][..gates_len];
+            cell_update(g, h, c, hidden);
+            if keep_sequence {
+                out[(r * steps + t) * hidden..][..hidden].copy_from_slice(h);
+            }
         }
     }
-    if keep_sequence {
-        sequence
-    } else {
-        h
+    if !keep_sequence {
+        out.copy_from_slice(&h);
     }
 }
 
-/// The cell update for every row, compiled for AVX2 and FMA when the CPU has them.
-fn cell_update_rows(gates: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
+/// `c = σ(f)·c + σ(i)·tanh(g)`, `h = σ(o)·tanh(c)` for one row of gates (i, f, o, g),
+/// compiled for AVX2 and FMA when the CPU has them.
+#[inline]
+fn cell_update(gates: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { cell_update_rows_avx2(gates, h, c, hidden) };
+        unsafe { cell_update_avx2(gates, h, c, hidden) };
         return;
     }
-    cell_update_rows_portable(gates, h, c, hidden);
+    cell_update_portable(gates, h, c, hidden);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn cell_update_rows_avx2(gates: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
-    cell_update_rows_portable(gates, h, c, hidden);
+unsafe fn cell_update_avx2(gates: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
+    cell_update_portable(gates, h, c, hidden);
 }
 
 #[inline(always)]
-fn cell_update_rows_portable(gates: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
-    for ((g, h), c) in gates
-        .chunks_exact(4 * hidden)
-        .zip(h.chunks_exact_mut(hidden))
-        .zip(c.chunks_exact_mut(hidden))
-    {
-        cell_update(g, h, c, hidden);
-    }
-}
-
-/// `c = σ(f)·c + σ(i)·tanh(g)`, `h = σ(o)·tanh(c)` for one row of gates (i, f, o, g).
-#[inline(always)]
-fn cell_update(gates: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
+fn cell_update_portable(gates: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
     let (i, rest) = gates.split_at(hidden);
     let (f, rest) = rest.split_at(hidden);
     let (o, g) = rest.split_at(hidden);
-    for k in 0..hidden {
-        let c_new = sigmoid(f[k]) * c[k] + sigmoid(i[k]) * tanh(g[k]);
-        c[k] = c_new;
-        h[k] = sigmoid(o[k]) * tanh(c_new);
+    let cells = h.iter_mut().zip(c.iter_mut()).zip(i).zip(f).zip(o).zip(g);
+    for (((((h, c), &i), &f), &o), &g) in cells {
+        let c_new = sigmoid(f) * *c + sigmoid(i) * tanh(g);
+        *c = c_new;
+        *h = sigmoid(o) * tanh(c_new);
     }
 }
 
@@ -167,15 +140,19 @@ fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding and subtracting rounds to an integer
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let x = x.max(-87.0).min(88.0);
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `shifted` holds n in its low mantissa bits: taking it from there (rather than `n as i32`,
+    // a saturating cast) keeps the whole function in vector registers.
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     p * scale
 }
 
@@ -216,24 +193,31 @@ mod tests {
 
     #[test]
     fn blocks_agree_with_one_block() {
-        let (steps, batch, hidden) = (5, 7, 8);
-        let projected: Vec<f32> = (0..steps * batch * 4 * hidden)
+        let (batch, steps, hidden) = (7, 5, 8);
+        let projected: Vec<f32> = (0..batch * steps * 4 * hidden)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
             .collect();
         let w: Vec<f32> = (0..hidden * 4 * hidden)
             .map(|i| ((i * 53 % 97) as f32 - 48.0) / 200.0)
             .collect();
-        let whole = recur_block(&projected, steps, batch, hidden, &w, 0..batch, true);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
-        let split = pool.install(|| recur(&projected, steps, batch, hidden, &w, true));
-        assert_eq!(whole.len(), split.len());
+        let run = |threads: usize, keep: bool| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| recur(&mut projected.clone(), batch, steps, hidden, &w, keep))
+        };
+        let whole = run(1, true);
+        let split = run(3, true);
+        assert_eq!(whole.len(), batch * steps * hidden);
         for (a, b) in whole.iter().zip(&split) {
             assert!((a - b).abs() < 1e-6);
         }
-        let last = pool.install(|| recur(&projected, steps, batch, hidden, &w, false));
-        assert_eq!(last, split[(steps - 1) * batch * hidden..]);
+        let last: Vec<f32> = (0..batch)
+            .flat_map(|r| whole[(r * steps + steps - 1) * hidden..][..hidden].to_vec())
+            .collect();
+        for (a, b) in run(3, false).iter().zip(&last) {
+            assert!((a - b).abs() < 1e-6);
+        }
     }
 }
