@@ -2,6 +2,8 @@
 //! synthetic fixtures in other formats (tests/fixtures/audio), real speech from
 //! librispeech-mini, and malformed or hostile inputs.
 
+mod common;
+
 use std::f64::consts::PI;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -184,25 +186,6 @@ impl XorShift {
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
-}
-
-/// The librispeech-mini directory, or `None` (after saying so) when it is absent outside CI.
-fn librispeech_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("VOCALGUARD_LIBRISPEECH_MINI") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/librispeech-mini"),
-    };
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-        panic!(
-            "librispeech-mini not found at {} (set VOCALGUARD_LIBRISPEECH_MINI)",
-            dir.display()
-        );
-    }
-    eprintln!("skipping: librispeech-mini not found at {}", dir.display());
-    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,7 +407,9 @@ fn format_is_probed_from_bytes_not_extension() {
 
 #[test]
 fn librispeech_flac_decodes_to_exact_int16_over_32768() {
-    let Some(dir) = librispeech_dir() else { return };
+    let Some(dir) = common::librispeech_mini() else {
+        return;
+    };
     let path = dir.join("test-other/1688/1688-142285-0000.flac");
     let audio = load_file(&path, &DecodeLimits::default()).expect("librispeech flac");
     assert_eq!(

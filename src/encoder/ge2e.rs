@@ -215,20 +215,16 @@ mod tests {
             layer.w_hh_t_host = None;
         }
         let mels = Tensor::randn(0f32, 1.0, (5, 30, 6), &dev).unwrap();
-        let a = fused
-            .forward(&mels)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = generic
-            .forward(&mels)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let run = |encoder: &Ge2eEncoder| -> Vec<f32> {
+            encoder
+                .forward(&mels)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (a, b) = (run(&fused), run(&generic));
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
         }

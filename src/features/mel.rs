@@ -139,29 +139,31 @@ impl MelSpectrogram {
     }
 }
 
-/// Slaney's mel scale (librosa's default, `htk=False`).
+/// Slaney's mel scale (librosa's default, `htk=False`): linear below 1 kHz, logarithmic above.
+const SLANEY_HZ_PER_MEL: f64 = 200.0 / 3.0;
+const SLANEY_LOG_START_HZ: f64 = 1000.0;
+const SLANEY_LOG_START_MEL: f64 = SLANEY_LOG_START_HZ / SLANEY_HZ_PER_MEL;
+
+/// Mel per natural-log step of frequency above 1 kHz: `ln(6.4) / 27`.
+fn slaney_logstep() -> f64 {
+    6.4f64.ln() / 27.0
+}
+
+/// Hz to Slaney mel.
 fn hz_to_mel(hz: f64) -> f64 {
-    let f_sp = 200.0 / 3.0;
-    let min_log_hz = 1000.0;
-    let min_log_mel = min_log_hz / f_sp;
-    let logstep = 6.4f64.ln() / 27.0;
-    if hz >= min_log_hz {
-        min_log_mel + (hz / min_log_hz).ln() / logstep
+    if hz >= SLANEY_LOG_START_HZ {
+        SLANEY_LOG_START_MEL + (hz / SLANEY_LOG_START_HZ).ln() / slaney_logstep()
     } else {
-        hz / f_sp
+        hz / SLANEY_HZ_PER_MEL
     }
 }
 
 /// Inverse of [`hz_to_mel`].
 fn mel_to_hz(mel: f64) -> f64 {
-    let f_sp = 200.0 / 3.0;
-    let min_log_hz = 1000.0;
-    let min_log_mel = min_log_hz / f_sp;
-    let logstep = 6.4f64.ln() / 27.0;
-    if mel >= min_log_mel {
-        min_log_hz * (logstep * (mel - min_log_mel)).exp()
+    if mel >= SLANEY_LOG_START_MEL {
+        SLANEY_LOG_START_HZ * (slaney_logstep() * (mel - SLANEY_LOG_START_MEL)).exp()
     } else {
-        f_sp * mel
+        SLANEY_HZ_PER_MEL * mel
     }
 }
 
