@@ -140,11 +140,6 @@ impl Embedder {
         &self.model
     }
 
-    /// Decoding limits in force.
-    pub fn limits(&self) -> &DecodeLimits {
-        &self.limits
-    }
-
     /// Decodes and prepares a file.
     pub fn prepare_file(&self, path: &Path) -> Result<Prepared, EmbedError> {
         let decoded = audio::load_file(path, &self.limits)?;

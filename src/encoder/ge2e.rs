@@ -121,7 +121,6 @@ fn ifgo_to_ifog(t: &Tensor, hidden: usize) -> candle_core::Result<Tensor> {
 
 /// The GE2E encoder with its weights loaded.
 pub struct Ge2eEncoder {
-    config: Ge2eConfig,
     layers: Vec<LstmLayer>,
     linear: Linear,
 }
@@ -140,11 +139,7 @@ impl Ge2eEncoder {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let linear = candle_nn::linear(config.hidden_size, config.hidden_size, vb.pp("linear"))?;
-        Ok(Self {
-            config,
-            layers,
-            linear,
-        })
+        Ok(Self { layers, linear })
     }
 
     /// Loads the encoder from a safetensors buffer onto `device`.
@@ -155,11 +150,6 @@ impl Ge2eEncoder {
     ) -> candle_core::Result<Self> {
         let vb = VarBuilder::from_slice_safetensors(weights, DType::F32, device)?;
         Self::new(config, vb)
-    }
-
-    /// The shape this encoder was built with.
-    pub fn config(&self) -> &Ge2eConfig {
-        &self.config
     }
 
     /// Embeds a batch of partials `(batch, frames, input_dim)` into L2-normalised

@@ -140,7 +140,7 @@ fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding and subtracting rounds to an integer
-    // Not `clamp`: max/min map to plain vector min/max and turn NaN into a finite value.
+                                     // Not `clamp`: max/min map to plain vector min/max and turn NaN into a finite value.
     #[allow(clippy::manual_clamp)]
     let x = x.max(-87.0).min(88.0);
     let shifted = x * LOG2_E + ROUND;
