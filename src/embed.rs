@@ -2,10 +2,11 @@
 //! evaluator: level normalisation → voice activity trimming → mel → partial windows →
 //! batched encoder → mean of partials, L2-normalised.
 
+use std::ops::Range;
 use std::path::Path;
 
 use candle_core::Tensor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audio::{self, level, vad::VoiceActivity, AudioError, DecodeLimits};
 use crate::encoder::{ModelId, SpeakerModel};
@@ -79,9 +80,7 @@ pub fn partial_starts(n_samples: usize, frontend: &FrontendConfig) -> (Vec<usize
     let hop = frontend.hop_length;
     let frames = frontend.partial_frames;
     let n_frames = (n_samples + 1).div_ceil(hop);
-    let frame_step = ((frontend.sample_rate as f64 / frontend.partials_per_second) / hop as f64)
-        .round_ties_even()
-        .max(1.0) as usize;
+    let frame_step = partial_step_frames(frontend);
     let steps = (n_frames + frame_step + 1).saturating_sub(frames).max(1);
     let mut starts: Vec<usize> = (0..steps).step_by(frame_step).collect();
     let last = *starts.last().expect("at least one window");
@@ -91,6 +90,54 @@ pub fn partial_starts(n_samples: usize, frontend: &FrontendConfig) -> (Vec<usize
     }
     let padded = (starts.last().expect("at least one window") + frames) * hop;
     (starts, padded)
+}
+
+/// Frames between the starts of consecutive partial windows.
+fn partial_step_frames(frontend: &FrontendConfig) -> usize {
+    ((frontend.sample_rate as f64 / frontend.partials_per_second) / frontend.hop_length as f64)
+        .round_ties_even()
+        .max(1.0) as usize
+}
+
+/// Sliding windows over a track's voiced audio, as asked for in seconds. A window is a run of
+/// consecutive partials, so the lengths actually used are the nearest the partial grid allows
+/// (reported in [`WindowedTrack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Window length, seconds of voiced audio.
+    pub window_s: f64,
+    /// Step between window starts, seconds of voiced audio.
+    pub hop_s: f64,
+}
+
+/// One window of a track with its embedding.
+#[derive(Debug, Clone)]
+pub struct TrackWindow {
+    /// Where it lies in the voiced audio (the voiced regions concatenated), seconds.
+    pub voiced: Range<f64>,
+    /// The stretches of the original track it covers, seconds; silences between voiced
+    /// regions are not included.
+    pub spans: Vec<Range<f64>>,
+    /// Unit-norm embedding of the window (mean of its partials).
+    pub embedding: Vec<f32>,
+}
+
+/// A track embedded window by window over its voiced regions.
+#[derive(Debug, Clone)]
+pub struct WindowedTrack {
+    /// Decoded duration, seconds.
+    pub duration_s: f64,
+    /// Voiced audio, seconds.
+    pub voiced_s: f64,
+    /// Window length used, seconds.
+    pub window_s: f64,
+    /// Step used, seconds.
+    pub hop_s: f64,
+    /// Partial windows run through the encoder.
+    pub n_partials: usize,
+    /// Windows in voiced-time order; empty when there is no voice.
+    pub windows: Vec<TrackWindow>,
 }
 
 /// The embedding pipeline for one model.
@@ -159,7 +206,17 @@ impl Embedder {
         if samples.is_empty() {
             return Err(EmbedError::NoVoice { duration_s });
         }
-        let voiced_s = samples.len() as f64 / rate;
+        self.prepare_voiced(samples, duration_s)
+    }
+
+    /// Cuts level-normalised, non-empty voiced samples into partials of mel frames.
+    fn prepare_voiced(
+        &self,
+        mut samples: Vec<f32>,
+        duration_s: f64,
+    ) -> Result<Prepared, EmbedError> {
+        let frontend = &self.model.card().frontend;
+        let voiced_s = samples.len() as f64 / frontend.sample_rate as f64;
         let (starts, padded_len) = partial_starts(samples.len(), frontend);
         samples.resize(padded_len.max(samples.len()), 0.0);
         let mel = self.mel.compute(&samples);
@@ -260,11 +317,100 @@ impl Embedder {
         }
     }
 
+    /// Embeds `samples` (mono, at the model's rate) window by window over its voiced regions:
+    /// the level is normalised, voice activity found, the voiced regions concatenated and cut
+    /// into partials that are embedded in batches; each window's embedding is the mean of its
+    /// partials, as an utterance embedding is.
+    pub fn embed_windows(
+        &self,
+        mut samples: Vec<f32>,
+        config: &WindowConfig,
+    ) -> Result<WindowedTrack, EmbedError> {
+        let frontend = &self.model.card().frontend;
+        let rate = frontend.sample_rate as f64;
+        let duration_s = samples.len() as f64 / rate;
+        level::normalize_volume(&mut samples, frontend.target_dbfs, true);
+        let regions = VoiceActivity::detect(&samples, frontend.sample_rate, &frontend.vad())?
+            .voiced_regions();
+        let voiced: Vec<f32> = regions
+            .iter()
+            .flat_map(|r| samples[r.clone()].iter().copied())
+            .collect();
+        let hop = frontend.hop_length;
+        let step = partial_step_frames(frontend);
+        let window_partials = ((config.window_s * rate / hop as f64 - frontend.partial_frames as f64)
+            / step as f64)
+            .round()
+            .max(0.0) as usize
+            + 1;
+        let hop_partials = ((config.hop_s * rate / hop as f64) / step as f64)
+            .round()
+            .max(1.0) as usize;
+        let mut track = WindowedTrack {
+            duration_s,
+            voiced_s: voiced.len() as f64 / rate,
+            window_s: ((window_partials - 1) * step + frontend.partial_frames) as f64 * hop as f64
+                / rate,
+            hop_s: (hop_partials * step * hop) as f64 / rate,
+            n_partials: 0,
+            windows: Vec::new(),
+        };
+        if voiced.is_empty() {
+            return Ok(track);
+        }
+        let voiced_len = voiced.len();
+        let prepared = self.prepare_voiced(voiced, duration_s)?;
+        let (starts, _) = partial_starts(voiced_len, frontend);
+        let dim = self.model.card().embedding_dim;
+        let partials = self.embed_partials(&[&prepared])?.remove(0);
+        track.n_partials = starts.len();
+        let n = starts.len();
+        let mut first: Vec<usize> = (0..n.saturating_sub(window_partials) + 1)
+            .step_by(hop_partials)
+            .collect();
+        if let Some(&last) = first.last() {
+            if last + window_partials < n {
+                first.push(n - window_partials);
+            }
+        }
+        let partial_samples = frontend.partial_frames * hop;
+        for i in first {
+            let end = (i + window_partials).min(n);
+            let from = starts[i] * hop;
+            let to = (starts[end - 1] * hop + partial_samples).min(voiced_len);
+            track.windows.push(TrackWindow {
+                voiced: from as f64 / rate..to as f64 / rate,
+                spans: track_spans(&regions, from..to, rate),
+                embedding: mean_unit(&partials[i * dim..end * dim], dim),
+            });
+        }
+        Ok(track)
+    }
+
     /// Decodes, prepares and embeds one file.
     pub fn embed_file(&self, path: &Path) -> Result<Embedding, EmbedError> {
         let prepared = self.prepare_file(path)?;
         Ok(self.embed_prepared(&[&prepared])?.remove(0))
     }
+}
+
+/// The stretches of the original track, in seconds, that the voiced-time sample range `range`
+/// covers, given the voiced `regions` (track sample ranges) that were concatenated.
+fn track_spans(regions: &[Range<usize>], range: Range<usize>, rate: f64) -> Vec<Range<f64>> {
+    let mut spans = Vec::new();
+    let mut offset = 0;
+    for region in regions {
+        let len = region.len();
+        let from = range.start.max(offset);
+        let to = range.end.min(offset + len);
+        if from < to {
+            let start = region.start + (from - offset);
+            let end = region.start + (to - offset);
+            spans.push(start as f64 / rate..end as f64 / rate);
+        }
+        offset += len;
+    }
+    spans
 }
 
 /// L2-normalised mean of the `dim`-long rows of `rows`.

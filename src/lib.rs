@@ -8,9 +8,8 @@ pub mod embed;
 pub mod encoder;
 pub mod eval;
 pub mod features;
+pub mod proto;
+pub mod registry;
+pub mod screening;
 pub mod server;
 
-/// Types and service stubs generated from `proto/vocalguard/v1`.
-pub mod proto {
-    tonic::include_proto!("vocalguard.v1");
-}

@@ -1,8 +1,10 @@
-//! A real `vocalguard serve` process on loopback: ping, health, and graceful shutdown.
+//! A real `vocalguard serve` process on loopback: ping, health, metrics, and graceful shutdown.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 
+use std::io::{Read, Write};
+
+use common::server::ServerProcess;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -10,22 +12,10 @@ use vocalguard::proto::ping_service_client::PingServiceClient;
 use vocalguard::proto::PingRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_answers_ping_and_health_then_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vocalguard"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting vocalguard serve");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    let url = format!("http://{addr}");
+async fn serve_answers_ping_health_and_metrics_then_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    let url = server.url();
 
     let mut ping = PingServiceClient::connect(url.clone()).await.unwrap();
     let reply = ping.ping(PingRequest {}).await.unwrap().into_inner();
@@ -33,32 +23,33 @@ async fn serve_answers_ping_and_health_then_stops_on_sigterm() {
     assert_eq!(reply.model, "ge2e-resemblyzer");
     assert_eq!(reply.model_sha256.len(), 64);
 
-    let channel = tonic::transport::Channel::from_shared(url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
-    let status = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32);
+    let mut health = HealthClient::connect(url).await.unwrap();
+    for service in ["", "vocalguard.v1.RegistryService", "vocalguard.v1.ScreeningService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+
+    let metrics_addr = server.metrics_addr.clone().expect("metrics address");
+    let mut http = std::net::TcpStream::connect(metrics_addr).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut page = String::new();
+    http.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("vocalguard_registry_voiceprints 0"), "{page}");
 
     // Close the connections first: graceful shutdown waits for open ones.
     drop((ping, health));
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let exit = child.wait().unwrap();
+    let log = server.log.clone();
+    let exit = server.terminate();
     assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    assert!(rest.contains("stopped"), "{rest}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let log = log.lock().unwrap();
+    assert!(log.contains("vocalguard stopped"), "{log}");
 }

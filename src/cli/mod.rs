@@ -1,9 +1,10 @@
 //! The `vocalguard` command line: argument definitions and the commands behind them.
 
 mod bench;
+mod client;
+mod serve;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,14 +30,32 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gRPC server (ping and health for now) on the embedded default model.
-    Serve(ServeArgs),
+    /// Run the gRPC server: registry and screening services, health, reflection and metrics.
+    /// With no arguments it starts on the embedded defaults (127.0.0.1:50051, built-in model,
+    /// registry in ./vocalguard-data).
+    Serve(serve::ServeArgs),
     /// Embed audio files; one JSON line per file on stdout, errors on stderr.
     Embed(EmbedArgs),
     /// Print the cosine score between the speakers of two audio files.
     Compare(CompareArgs),
     /// Measure end-to-end embedding throughput over a folder of audio (librispeech-mini by default).
     Bench(bench::BenchArgs),
+    /// Create, show, list or delete protected artists on a running server.
+    #[command(subcommand)]
+    Artist(client::ArtistCommand),
+    /// Enroll a reference recording as a voiceprint of an artist.
+    Enroll(client::EnrollArgs),
+    /// List or delete an artist's voiceprints.
+    #[command(subcommand)]
+    Voiceprint(client::VoiceprintCommand),
+    /// Authorize a party to release music in an artist's voice.
+    Authorize(client::AuthorizeArgs),
+    /// Withdraw a party's authorization.
+    Revoke(client::RevokeArgs),
+    /// List the parties an artist authorizes.
+    Authorizations(client::AuthorizationsArgs),
+    /// Screen an audio file for protected voices, as an ingestion service would.
+    Screen(client::ScreenArgs),
 }
 
 /// How to find the model and treat the audio; shared by every command that embeds.
@@ -82,15 +101,6 @@ impl ModelArgs {
             .with_trim(trim)
             .with_max_batch(self.batch))
     }
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "VOCALGUARD_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    #[command(flatten)]
-    model: ModelArgs,
 }
 
 #[derive(Debug, Args)]
@@ -142,25 +152,19 @@ impl Cli {
             .build_global()
             .context("starting the worker pool")?;
         match self.command {
-            Command::Serve(args) => serve(args),
+            Command::Serve(args) => serve::run(args),
             Command::Embed(args) => embed(args),
             Command::Compare(args) => compare(args),
             Command::Bench(args) => bench::run(args, threads),
+            Command::Artist(c) => client::artist(c),
+            Command::Enroll(a) => client::enroll(a),
+            Command::Voiceprint(c) => client::voiceprint(c),
+            Command::Authorize(a) => client::authorize(a),
+            Command::Revoke(a) => client::revoke(a),
+            Command::Authorizations(a) => client::authorizations(a),
+            Command::Screen(a) => client::screen(a),
         }
     }
-}
-
-fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let embedder = args.model.embedder()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(crate::server::serve(
-        args.listen,
-        embedder.model_id().clone(),
-    ))?;
-    Ok(ExitCode::SUCCESS)
 }
 
 fn embed(args: EmbedArgs) -> Result<ExitCode> {

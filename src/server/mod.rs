@@ -1,14 +1,136 @@
-//! The gRPC server: thin tonic services over the core. For now, `PingService` and the
-//! standard `grpc.health.v1` health service.
+//! The gRPC server: thin tonic services over the core (registry, screening), the standard
+//! health and reflection services, Prometheus metrics on a separate port, and graceful
+//! shutdown. Decoding and inference run on a bounded worker pool, never on the executor.
 
-use std::net::SocketAddr;
+pub mod config;
+pub mod convert;
+pub mod metrics;
+pub mod pool;
+pub mod registry_api;
+pub mod request;
+pub mod screening_api;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tonic::{Request, Response, Status};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
+use crate::audio::DecodeLimits;
+use crate::embed::Embedder;
 use crate::encoder::ModelId;
 use crate::proto::ping_service_server::{PingService, PingServiceServer};
-use crate::proto::{PingRequest, PingResponse};
+use crate::proto::registry_service_server::RegistryServiceServer;
+use crate::proto::screening_service_server::ScreeningServiceServer;
+use crate::proto::{PingRequest, PingResponse, ScoringContext};
+use crate::registry::Registry;
+pub use config::ServerConfig;
+use metrics::Metrics;
+use pool::InferencePool;
+
+/// What every handler shares: the pipeline, the registry, the pool and the configuration.
+pub struct Core {
+    embedder: Arc<Embedder>,
+    registry: Arc<Registry>,
+    pool: InferencePool,
+    metrics: Metrics,
+    config: ServerConfig,
+}
+
+impl Core {
+    /// Runs one call: picks its request id and deadline, runs `handle` (given the deadline)
+    /// inside a span carrying the request id, and records its outcome in logs and metrics.
+    async fn call<T, F, Fut>(
+        &self,
+        method: &'static str,
+        metadata: &MetadataMap,
+        handle: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(Instant) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let request_id = telemetry::request_id_from(metadata);
+        let default = Duration::from_secs_f64(self.config.limits.request_timeout_s);
+        let deadline = request::deadline(metadata, default);
+        let span = tracing::info_span!("request", request_id = %request_id, method);
+        let started = Instant::now();
+        let outcome = async {
+            match tokio::time::timeout_at(deadline.into(), handle(deadline)).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded(
+                    "the call's deadline passed before it finished",
+                )),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let elapsed = started.elapsed();
+        let code = outcome.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.metrics.record_request(method, code, elapsed);
+        span.in_scope(|| match &outcome {
+            Ok(_) => tracing::info!(code = ?code, elapsed_ms = elapsed.as_millis() as u64, "ok"),
+            Err(s) => tracing::warn!(code = ?code, elapsed_ms = elapsed.as_millis() as u64, reason = s.message(), "failed"),
+        });
+        let id = MetadataValue::try_from(request_id.as_str()).ok();
+        outcome
+            .map(|body| {
+                let mut response = Response::new(body);
+                if let Some(id) = id.clone() {
+                    response.metadata_mut().insert(telemetry::REQUEST_ID_KEY, id);
+                }
+                response
+            })
+            .map_err(|mut status| {
+                if let Some(id) = id {
+                    status.metadata_mut().insert(telemetry::REQUEST_ID_KEY, id);
+                }
+                status
+            })
+    }
+
+    /// Runs a short blocking registry operation off the executor.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Status::internal(format!("registry task failed: {e}")))
+    }
+
+    /// Model identity and `version`, for answers.
+    fn context(&self, version: u64) -> ScoringContext {
+        let id = self.embedder.model_id();
+        ScoringContext {
+            model: id.name.clone(),
+            model_sha256: id.sha256.clone(),
+            registry_version: version,
+        }
+    }
+
+    /// Decoding limits from the configuration.
+    fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_duration_s: self.config.limits.max_duration_s,
+        }
+    }
+
+    /// Refreshes the registry gauges after a change.
+    fn registry_changed(&self) {
+        match self.registry.size() {
+            Ok((artists, voiceprints)) => {
+                self.metrics
+                    .set_registry(artists, voiceprints, self.registry.version())
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the registry size"),
+        }
+    }
+}
 
 /// Answers pings with the server's version and model.
 pub struct Ping {
@@ -42,32 +164,87 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-/// Serves on `addr` until SIGINT or SIGTERM; in-flight calls finish before it returns.
-pub async fn serve(addr: SocketAddr, model: ModelId) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
+/// Opens the registry, binds the listeners and serves until SIGINT or SIGTERM: then health
+/// turns NOT_SERVING, new calls are refused, and in-flight calls finish before it returns.
+pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
+    let model = embedder.model_id().clone();
+    let dim = embedder.model().card().embedding_dim;
+    let registry = Registry::open(&config.data_dir, &model, dim, config.enrollment)
+        .with_context(|| format!("opening the registry in {}", config.data_dir.display()))?;
+    let metrics = Metrics::new();
+    let (artists, voiceprints) = registry.size()?;
+    metrics.set_registry(artists, voiceprints, registry.version());
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("listening on {addr}"))?;
+        .with_context(|| format!("listening on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<PingServiceServer<Ping>>()
-        .await;
-    eprintln!(
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = config.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+        tracing::info!("metrics on http://{}/metrics", metrics_listener.local_addr()?);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(metrics::serve_metrics(metrics_listener, metrics.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RegistryServiceServer<registry_api::RegistryApi>>().await;
+    health.set_serving::<ScreeningServiceServer<screening_api::ScreeningApi>>().await;
+    health.set_serving::<PingServiceServer<Ping>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let max_message = config.limits.max_message_bytes;
+    let workers = config.workers();
+    let core = Arc::new(Core {
+        embedder: Arc::new(embedder),
+        pool: InferencePool::new(workers, config.inference.queue_capacity, metrics.clone()),
+        registry: Arc::new(registry),
+        metrics,
+        config,
+    });
+    tracing::info!(
+        artists,
+        voiceprints,
+        registry_version = core.registry.version(),
+        registry = %core.registry.path().display(),
+        workers,
+        "registry open"
+    );
+    tracing::info!(
         "vocalguard {} listening on {local} with model {model}",
         env!("CARGO_PKG_VERSION")
     );
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
+        health.set_not_serving::<RegistryServiceServer<registry_api::RegistryApi>>().await;
+        health.set_not_serving::<ScreeningServiceServer<screening_api::ScreeningApi>>().await;
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let _ = stop_tx.send(true);
+    };
     tonic::transport::Server::builder()
         .add_service(health_service)
+        .add_service(reflection)
         .add_service(PingServiceServer::new(Ping { model }))
-        .serve_with_incoming_shutdown(tokio_stream_listener(listener), shutdown_signal())
+        .add_service(
+            RegistryServiceServer::new(registry_api::RegistryApi::new(Arc::clone(&core)))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            ScreeningServiceServer::new(screening_api::ScreeningApi::new(Arc::clone(&core)))
+                .max_decoding_message_size(max_message),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await
         .context("serving gRPC")?;
-    eprintln!("vocalguard stopped");
+    tracing::info!("vocalguard stopped");
     Ok(())
-}
-
-fn tokio_stream_listener(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
 }

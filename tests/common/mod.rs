@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: where the shared data lives, and a `.npy` reader.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 /// Resolves a shared folder from `var`, else `default` relative to the crate root. When it

@@ -1,0 +1,521 @@
+//! Client commands: one per RPC of the registry and screening services, against `--server`.
+//! Output is a short text summary, or the response as JSON with `--json`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::proto::registry_service_client::RegistryServiceClient;
+use crate::proto::screening_service_client::ScreeningServiceClient;
+use crate::proto::*;
+
+/// Bytes per streamed audio chunk.
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Where the server is and how to print.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// Server URL.
+    #[arg(long, env = "VOCALGUARD_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Print the response as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Deadline of the call, seconds.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    timeout: f64,
+}
+
+impl Connection {
+    fn channel(&self, runtime: &tokio::runtime::Runtime) -> Result<Channel> {
+        anyhow::ensure!(
+            self.timeout > 0.0 && self.timeout.is_finite(),
+            "--timeout must be a positive number of seconds"
+        );
+        let endpoint = Endpoint::from_shared(self.server.clone())
+            .with_context(|| format!("invalid --server URL {:?}", self.server))?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs_f64(self.timeout));
+        runtime
+            .block_on(endpoint.connect())
+            .with_context(|| format!("connecting to {}", self.server))
+    }
+
+    fn registry(&self, rt: &tokio::runtime::Runtime) -> Result<RegistryServiceClient<Channel>> {
+        Ok(RegistryServiceClient::new(self.channel(rt)?)
+            .max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T) -> String) -> Result<ExitCode> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            println!("{}", text(value));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// A failed call as an error that names the RPC, the status code and the server's reason.
+fn failed(rpc: &str) -> impl FnOnce(Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{rpc} failed: {:?}: {}", s.code(), s.message())
+}
+
+/// `vocalguard artist ...`.
+#[derive(Debug, Subcommand)]
+pub enum ArtistCommand {
+    /// Create an artist.
+    Create {
+        /// Name shown to people.
+        #[arg(long)]
+        display_name: String,
+        /// Wanted id (1-64 of [A-Za-z0-9._-]); the server assigns one when left out.
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Show one artist.
+    Get {
+        /// The artist's id.
+        artist_id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// List artists, a page at a time.
+    List {
+        /// Artists per page (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Token from the previous page.
+        #[arg(long, default_value = "")]
+        page_token: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Delete an artist with all of its voiceprints and authorizations.
+    Delete {
+        /// The artist's id.
+        artist_id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+fn artist_line(a: &Artist) -> String {
+    format!(
+        "{}\t{}\t{} voiceprints\t{} authorized parties",
+        a.artist_id, a.display_name, a.voiceprint_count, a.authorization_count
+    )
+}
+
+/// Runs an artist command.
+pub fn artist(command: ArtistCommand) -> Result<ExitCode> {
+    let rt = runtime()?;
+    match command {
+        ArtistCommand::Create { display_name, id, conn } => {
+            let reply = rt
+                .block_on(conn.registry(&rt)?.create_artist(CreateArtistRequest {
+                    artist_id: id.unwrap_or_default(),
+                    display_name,
+                }))
+                .map_err(failed("CreateArtist"))?
+                .into_inner();
+            conn.print(&reply, artist_line)
+        }
+        ArtistCommand::Get { artist_id, conn } => {
+            let reply = rt
+                .block_on(conn.registry(&rt)?.get_artist(GetArtistRequest { artist_id }))
+                .map_err(failed("GetArtist"))?
+                .into_inner();
+            conn.print(&reply, artist_line)
+        }
+        ArtistCommand::List { page_size, page_token, conn } => {
+            let reply = rt
+                .block_on(conn.registry(&rt)?.list_artists(ListArtistsRequest {
+                    page_size,
+                    page_token,
+                }))
+                .map_err(failed("ListArtists"))?
+                .into_inner();
+            conn.print(&reply, |r| {
+                let mut lines: Vec<String> = r.artists.iter().map(artist_line).collect();
+                lines.push(format!("{} artists in all", r.total));
+                if !r.next_page_token.is_empty() {
+                    lines.push(format!("next page: --page-token {}", r.next_page_token));
+                }
+                lines.join("\n")
+            })
+        }
+        ArtistCommand::Delete { artist_id, conn } => {
+            let reply = rt
+                .block_on(conn.registry(&rt)?.delete_artist(DeleteArtistRequest { artist_id }))
+                .map_err(failed("DeleteArtist"))?
+                .into_inner();
+            conn.print(&reply, |r| {
+                format!(
+                    "deleted, with {} voiceprints and {} authorizations (registry version {})",
+                    r.voiceprints_deleted, r.authorizations_deleted, r.registry_version
+                )
+            })
+        }
+    }
+}
+
+/// What a reference recording holds.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Label {
+    /// Spoken voice.
+    Speaking,
+    /// Sung voice.
+    Singing,
+    /// Anything else.
+    Other,
+}
+
+/// `vocalguard enroll`.
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// The reference recording.
+    file: PathBuf,
+    /// The artist it belongs to.
+    #[arg(long)]
+    artist: String,
+    /// What the recording holds.
+    #[arg(long, value_enum, default_value_t = Label::Speaking)]
+    label: Label,
+    /// Free text kept with the voiceprint [default: the file's name].
+    #[arg(long)]
+    description: Option<String>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+fn read_audio(path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Runs `vocalguard enroll`.
+pub fn enroll(args: EnrollArgs) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let bytes = read_audio(&args.file)?;
+    let description = args.description.unwrap_or_else(|| {
+        args.file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let label = match args.label {
+        Label::Speaking => VoiceprintLabel::Speaking,
+        Label::Singing => VoiceprintLabel::Singing,
+        Label::Other => VoiceprintLabel::Other,
+    };
+    let mut messages = vec![EnrollVoiceprintRequest {
+        part: Some(enroll_voiceprint_request::Part::Metadata(EnrollMetadata {
+            artist_id: args.artist,
+            label: label as i32,
+            description,
+        })),
+    }];
+    messages.extend(bytes.chunks(CHUNK_BYTES).map(|c| EnrollVoiceprintRequest {
+        part: Some(enroll_voiceprint_request::Part::Chunk(AudioChunk { data: c.to_vec() })),
+    }));
+    let reply = rt
+        .block_on(
+            args.conn
+                .registry(&rt)?
+                .enroll_voiceprint(tokio_stream::iter(messages)),
+        )
+        .map_err(failed("EnrollVoiceprint"))?
+        .into_inner();
+    args.conn.print(&reply, |r| {
+        let vp = r.voiceprint.clone().unwrap_or_default();
+        let mut line = format!(
+            "enrolled {} for {} ({:.1} s voiced)",
+            vp.voiceprint_id, vp.artist_id, vp.voiced_s
+        );
+        if let Some(s) = r.consistency_score {
+            line.push_str(&format!(", consistency {s:.3}"));
+        }
+        if let Some(s) = r.nearest_other_artist_score {
+            line.push_str(&format!(
+                ", nearest other artist {} at {s:.3}",
+                r.nearest_other_artist_id
+            ));
+        }
+        line
+    })
+}
+
+/// `vocalguard voiceprint ...`.
+#[derive(Debug, Subcommand)]
+pub enum VoiceprintCommand {
+    /// List an artist's voiceprints.
+    List {
+        /// The artist's id.
+        artist_id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Delete one voiceprint.
+    Delete {
+        /// The voiceprint's id.
+        voiceprint_id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// Runs a voiceprint command.
+pub fn voiceprint(command: VoiceprintCommand) -> Result<ExitCode> {
+    let rt = runtime()?;
+    match command {
+        VoiceprintCommand::List { artist_id, conn } => {
+            let reply = rt
+                .block_on(conn.registry(&rt)?.list_voiceprints(ListVoiceprintsRequest { artist_id }))
+                .map_err(failed("ListVoiceprints"))?
+                .into_inner();
+            conn.print(&reply, |r| {
+                r.voiceprints
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "{}\t{}\t{:.1} s voiced\t{}",
+                            v.voiceprint_id,
+                            VoiceprintLabel::try_from(v.label).map_or("?", |l| l.as_str_name()),
+                            v.voiced_s,
+                            v.description
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        VoiceprintCommand::Delete { voiceprint_id, conn } => {
+            let reply = rt
+                .block_on(
+                    conn.registry(&rt)?
+                        .delete_voiceprint(DeleteVoiceprintRequest { voiceprint_id }),
+                )
+                .map_err(failed("DeleteVoiceprint"))?
+                .into_inner();
+            conn.print(&reply, |r| format!("deleted (registry version {})", r.registry_version))
+        }
+    }
+}
+
+/// `vocalguard authorize`.
+#[derive(Debug, Args)]
+pub struct AuthorizeArgs {
+    /// The artist granting it.
+    #[arg(long)]
+    artist: String,
+    /// The party authorized (label, distributor, AI partner id).
+    #[arg(long)]
+    party: String,
+    /// Free text kept with the grant.
+    #[arg(long, default_value = "")]
+    note: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// Runs `vocalguard authorize`.
+pub fn authorize(args: AuthorizeArgs) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let reply = rt
+        .block_on(args.conn.registry(&rt)?.grant_authorization(GrantAuthorizationRequest {
+            artist_id: args.artist,
+            party_id: args.party,
+            note: args.note,
+        }))
+        .map_err(failed("GrantAuthorization"))?
+        .into_inner();
+    args.conn.print(&reply, |a| {
+        format!("{} may release music in the voice of {}", a.party_id, a.artist_id)
+    })
+}
+
+/// `vocalguard revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The artist.
+    #[arg(long)]
+    artist: String,
+    /// The party whose authorization ends.
+    #[arg(long)]
+    party: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// Runs `vocalguard revoke`.
+pub fn revoke(args: RevokeArgs) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let reply = rt
+        .block_on(args.conn.registry(&rt)?.revoke_authorization(RevokeAuthorizationRequest {
+            artist_id: args.artist,
+            party_id: args.party,
+        }))
+        .map_err(failed("RevokeAuthorization"))?
+        .into_inner();
+    args.conn
+        .print(&reply, |r| format!("revoked (registry version {})", r.registry_version))
+}
+
+/// `vocalguard authorizations`.
+#[derive(Debug, Args)]
+pub struct AuthorizationsArgs {
+    /// The artist's id.
+    artist_id: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// Runs `vocalguard authorizations`.
+pub fn authorizations(args: AuthorizationsArgs) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let reply = rt
+        .block_on(args.conn.registry(&rt)?.list_authorizations(ListAuthorizationsRequest {
+            artist_id: args.artist_id,
+        }))
+        .map_err(failed("ListAuthorizations"))?
+        .into_inner();
+    args.conn.print(&reply, |r| {
+        r.authorizations
+            .iter()
+            .map(|a| format!("{}\t{}", a.party_id, a.note))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// The uploader's AI disclosure.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Disclosure {
+    /// No AI was used.
+    None,
+    /// AI-assisted production, human vocals.
+    AiAssisted,
+    /// AI-generated vocals.
+    AiGenerated,
+}
+
+/// `vocalguard screen`.
+#[derive(Debug, Args)]
+pub struct ScreenArgs {
+    /// The audio file.
+    file: PathBuf,
+    /// The platform's track id [default: the file's name].
+    #[arg(long)]
+    track_id: Option<String>,
+    /// The uploading party's id.
+    #[arg(long)]
+    uploader: String,
+    /// An artist id the track credits (repeatable).
+    #[arg(long = "credit", value_name = "ARTIST_ID")]
+    credits: Vec<String>,
+    /// The uploader's AI disclosure.
+    #[arg(long, value_enum)]
+    ai_disclosure: Disclosure,
+    /// Send the file in one unary `ScreenClip` message instead of a stream.
+    #[arg(long)]
+    unary: bool,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// Runs `vocalguard screen`.
+pub fn screen(args: ScreenArgs) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let bytes = read_audio(&args.file)?;
+    let metadata = TrackMetadata {
+        track_id: args.track_id.unwrap_or_else(|| {
+            args.file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }),
+        uploader_party_id: args.uploader,
+        credited_artist_ids: args.credits,
+        ai_disclosure: match args.ai_disclosure {
+            Disclosure::None => AiDisclosure::None,
+            Disclosure::AiAssisted => AiDisclosure::AiAssisted,
+            Disclosure::AiGenerated => AiDisclosure::AiGeneratedVocals,
+        } as i32,
+    };
+    let mut client = ScreeningServiceClient::new(args.conn.channel(&rt)?)
+        .max_encoding_message_size(usize::MAX);
+    let reply = if args.unary {
+        rt.block_on(client.screen_clip(ScreenClipRequest {
+            metadata: Some(metadata),
+            audio: bytes,
+        }))
+        .map_err(failed("ScreenClip"))?
+    } else {
+        let mut messages = vec![ScreenRequest {
+            part: Some(screen_request::Part::Metadata(metadata)),
+        }];
+        messages.extend(bytes.chunks(CHUNK_BYTES).map(|c| ScreenRequest {
+            part: Some(screen_request::Part::Chunk(AudioChunk { data: c.to_vec() })),
+        }));
+        rt.block_on(client.screen(tokio_stream::iter(messages)))
+            .map_err(failed("Screen"))?
+    }
+    .into_inner();
+    args.conn.print(&reply, screen_text)
+}
+
+fn screen_text(r: &ScreenResponse) -> String {
+    let decision = Decision::try_from(r.decision).map_or("?", |d| d.as_str_name());
+    let mut lines = vec![
+        format!("{}: {decision}", r.track_id),
+        r.explanation.clone(),
+        format!(
+            "{:.1} s of audio, {:.1} s voiced, {} windows",
+            r.duration_s, r.voiced_s, r.windows
+        ),
+    ];
+    for m in &r.matches {
+        let ranges: Vec<String> = m
+            .time_ranges
+            .iter()
+            .map(|t| format!("{:.1}-{:.1}s", t.start_s, t.end_s))
+            .collect();
+        lines.push(format!(
+            "  {} {} ({}): aggregate {:.3}, best {:.3}, {} windows, {:.0}% of voiced time{}{}",
+            if m.matched { "match" } else { "grey " },
+            m.display_name,
+            m.artist_id,
+            m.aggregate_score,
+            m.best_score,
+            m.matching_windows,
+            m.matched_voiced_share * 100.0,
+            if m.uploader_authorized { ", uploader authorized" } else { "" },
+            if ranges.is_empty() { String::new() } else { format!(", at {}", ranges.join(" ")) }
+        ));
+    }
+    for f in &r.flags {
+        lines.push(format!("  flag: {}", Flag::try_from(*f).map_or("?", |f| f.as_str_name())));
+    }
+    if let Some(c) = &r.context {
+        lines.push(format!(
+            "model {} ({}), registry version {}",
+            c.model, c.model_sha256, c.registry_version
+        ));
+    }
+    lines.join("\n")
+}

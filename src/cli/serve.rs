@@ -1,0 +1,152 @@
+//! `vocalguard serve`: merges the configuration (defaults < file < environment and flags),
+//! loads the model and runs the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::audio::DecodeLimits;
+use crate::embed::Embedder;
+use crate::encoder::{ResolveOptions, SpeakerModel};
+use crate::server::telemetry::{self, LogFormat};
+use crate::server::ServerConfig;
+
+/// Flags of `vocalguard serve`. Each may also come from the environment variable named in its
+/// help, or from the configuration file (same names, `_` for `-`, thresholds under
+/// `[screening]`, limits under `[limits]`, pool sizes under `[inference]`, enrollment checks
+/// under `[enrollment]`; `--print-config` shows the full layout).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; environment variables and flags override its values.
+    #[arg(long, env = "VOCALGUARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "VOCALGUARD_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Prometheus metrics listen address, plain HTTP `/metrics` [default: 127.0.0.1:9464].
+    #[arg(long, env = "VOCALGUARD_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve no metrics.
+    #[arg(long, conflicts_with = "metrics_listen")]
+    no_metrics: bool,
+    /// Directory holding the registry file `registry.redb`, created if missing
+    /// [default: ./vocalguard-data].
+    #[arg(long, env = "VOCALGUARD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Model: a built-in name, a directory holding model.json and its weights, or a Hugging
+    /// Face repo id `owner/name[@revision]` [default: ge2e-resemblyzer]. A registry only
+    /// accepts the model it was built with.
+    #[arg(long, env = "VOCALGUARD_MODEL")]
+    model: Option<String>,
+    /// Never download from the hub; use only the local cache (also: HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+    /// Largest audio upload, bytes [default: 209715200, 200 MiB].
+    #[arg(long, env = "VOCALGUARD_MAX_UPLOAD_BYTES", value_name = "BYTES")]
+    max_upload_bytes: Option<u64>,
+    /// Longest audio accepted, seconds of sound [default: 900].
+    #[arg(long, env = "VOCALGUARD_MAX_DURATION", value_name = "SECONDS")]
+    max_duration: Option<f64>,
+    /// Deadline of calls that set none; a shorter client deadline wins [default: 120].
+    #[arg(long, env = "VOCALGUARD_REQUEST_TIMEOUT", value_name = "SECONDS")]
+    request_timeout: Option<f64>,
+    /// Inference worker threads [default: one per core].
+    #[arg(long, env = "VOCALGUARD_WORKERS", value_name = "N")]
+    workers: Option<usize>,
+    /// Jobs that may wait for a worker; beyond that calls get RESOURCE_EXHAUSTED [default: 32].
+    #[arg(long, env = "VOCALGUARD_QUEUE_CAPACITY", value_name = "N")]
+    queue_capacity: Option<usize>,
+    /// A window matches an artist at or above this cosine score [default: 0.80].
+    #[arg(long, env = "VOCALGUARD_MATCH_THRESHOLD", value_name = "SCORE")]
+    match_threshold: Option<f32>,
+    /// Start of the grey band that sends a track to review [default: 0.74].
+    #[arg(long, env = "VOCALGUARD_REVIEW_THRESHOLD", value_name = "SCORE")]
+    review_threshold: Option<f32>,
+    /// Screening window, seconds of voiced audio [default: 3.1].
+    #[arg(long, env = "VOCALGUARD_WINDOW", value_name = "SECONDS")]
+    window: Option<f64>,
+    /// Step between screening windows, seconds [default: 1.5].
+    #[arg(long, env = "VOCALGUARD_HOP", value_name = "SECONDS")]
+    hop: Option<f64>,
+    /// Less voiced audio than this and a track needs review [default: 2.0].
+    #[arg(long, env = "VOCALGUARD_MIN_VOICED", value_name = "SECONDS")]
+    min_voiced: Option<f64>,
+    /// Least voiced audio of an enrollment reference [default: 4.0].
+    #[arg(long, env = "VOCALGUARD_MIN_ENROLL_VOICED", value_name = "SECONDS")]
+    min_enroll_voiced: Option<f64>,
+    /// Log format [default: text].
+    #[arg(long, env = "VOCALGUARD_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `vocalguard=debug`; RUST_LOG overrides it [default: info].
+    #[arg(long, env = "VOCALGUARD_LOG", value_name = "FILTER")]
+    log_filter: Option<String>,
+}
+
+impl ServeArgs {
+    /// The configuration: defaults, then the file, then environment variables and flags.
+    pub fn config(&self) -> Result<ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        set(&mut c.listen, &self.listen);
+        if self.metrics_listen.is_some() {
+            c.metrics_listen = self.metrics_listen;
+        }
+        if self.no_metrics {
+            c.metrics_listen = None;
+        }
+        set(&mut c.data_dir, &self.data_dir);
+        set(&mut c.model, &self.model);
+        c.offline |= self.offline;
+        set(&mut c.limits.max_upload_bytes, &self.max_upload_bytes);
+        set(&mut c.limits.max_duration_s, &self.max_duration);
+        set(&mut c.limits.request_timeout_s, &self.request_timeout);
+        set(&mut c.inference.workers, &self.workers);
+        set(&mut c.inference.queue_capacity, &self.queue_capacity);
+        set(&mut c.screening.match_threshold, &self.match_threshold);
+        set(&mut c.screening.review_threshold, &self.review_threshold);
+        set(&mut c.screening.window_s, &self.window);
+        set(&mut c.screening.hop_s, &self.hop);
+        set(&mut c.screening.min_voiced_s, &self.min_voiced);
+        set(&mut c.enrollment.min_voiced_s, &self.min_enroll_voiced);
+        set(&mut c.log_format, &self.log_format);
+        set(&mut c.log_filter, &self.log_filter);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Runs `vocalguard serve`.
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let config = args.config()?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    telemetry::init(config.log_format, &config.log_filter)?;
+    let mut options = ResolveOptions::from_env();
+    options.offline |= config.offline;
+    let model = SpeakerModel::load(&config.model, &options).context("loading the model")?;
+    let limits = DecodeLimits {
+        max_duration_s: config.limits.max_duration_s,
+    };
+    let embedder = Embedder::new(model, limits)?.with_max_batch(config.inference.max_batch);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(crate::server::serve(config, embedder))?;
+    Ok(ExitCode::SUCCESS)
+}

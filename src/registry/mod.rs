@@ -1,0 +1,550 @@
+//! The registry of protected voices: artists, their voiceprints (embeddings, never audio) and
+//! the parties they authorize, kept in an embedded transactional [`store`] and mirrored in an
+//! in-memory [`index`] for search. Enrollment's safety checks (enough voice, consistency with
+//! the artist's voiceprints, no collision with another artist) live here, under the same lock
+//! as the write, so concurrent enrollments cannot slip past them.
+
+pub mod index;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::embed::Embedding;
+use crate::encoder::ModelId;
+use index::SearchIndex;
+use store::Store;
+
+/// Errors of registry operations.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No such record.
+    #[error("{what} '{id}' not found")]
+    NotFound {
+        /// Kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The id is taken.
+    #[error("{what} '{id}' already exists")]
+    AlreadyExists {
+        /// Kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// A request field is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The reference recording holds too little voice.
+    #[error("the reference has {voiced_s:.2} s of voiced audio; at least {min_s:.2} s is needed")]
+    TooLittleVoice {
+        /// Voiced audio found, seconds.
+        voiced_s: f64,
+        /// The configured minimum, seconds.
+        min_s: f64,
+    },
+    /// The reference does not sound like the artist's existing voiceprints.
+    #[error("the reference does not match artist '{artist_id}''s existing voiceprints: best score {score:.3} is below the consistency threshold {threshold:.3}")]
+    Inconsistent {
+        /// The artist enrolled into.
+        artist_id: String,
+        /// Best score against the artist's voiceprints.
+        score: f32,
+        /// The configured threshold.
+        threshold: f32,
+    },
+    /// The reference matches a different artist.
+    #[error("the reference matches another registered artist, '{other_artist_id}' ({other_display_name}), with score {score:.3} (collision threshold {threshold:.3}); it was not enrolled")]
+    Collision {
+        /// The other artist.
+        other_artist_id: String,
+        /// Its display name.
+        other_display_name: String,
+        /// The score.
+        score: f32,
+        /// The configured threshold.
+        threshold: f32,
+    },
+    /// The registry was built with another model.
+    #[error("the registry {path} was built with model {registry}, but this server loaded {loaded}. Embeddings of different models cannot be compared, and raw audio is not stored, so they cannot be recomputed: start with `--model {registry_name}` to use this registry, or use a new `--data-dir` with the new model and re-enroll every artist's reference recordings", registry_name = registry.name)]
+    ModelMismatch {
+        /// The registry file.
+        path: String,
+        /// The model it was built with.
+        registry: ModelId,
+        /// The model loaded now.
+        loaded: ModelId,
+    },
+    /// The store file could not be read or written.
+    #[error("registry storage: {0}")]
+    Storage(String),
+    /// A stored record cannot be read.
+    #[error("registry is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A protected artist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artist {
+    /// Stable id.
+    pub artist_id: String,
+    /// Name shown to people.
+    pub display_name: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at_unix_s: i64,
+}
+
+/// What a reference recording holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoiceprintLabel {
+    /// Spoken voice.
+    Speaking,
+    /// Sung voice.
+    Singing,
+    /// Anything else.
+    Other,
+}
+
+/// A stored voiceprint: an utterance embedding of one reference recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Voiceprint {
+    /// Server-assigned id.
+    pub voiceprint_id: String,
+    /// Owner.
+    pub artist_id: String,
+    /// What the reference held.
+    pub label: VoiceprintLabel,
+    /// Free text given at enrollment.
+    pub description: String,
+    /// Voiced audio embedded, seconds.
+    pub voiced_s: f64,
+    /// Whole reference duration, seconds.
+    pub duration_s: f64,
+    /// Enrollment time, seconds since the Unix epoch.
+    pub created_at_unix_s: i64,
+    /// Unit-norm embedding.
+    pub embedding: Vec<f32>,
+}
+
+/// A party allowed to release music in an artist's voice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Authorization {
+    /// The artist granting it.
+    pub artist_id: String,
+    /// The party.
+    pub party_id: String,
+    /// Free text.
+    pub note: String,
+    /// Grant time, seconds since the Unix epoch.
+    pub granted_at_unix_s: i64,
+}
+
+/// An artist with the sizes of what hangs off it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtistSummary {
+    /// The artist.
+    pub artist: Artist,
+    /// Voiceprints enrolled.
+    pub voiceprints: u32,
+    /// Parties authorized.
+    pub authorizations: u32,
+}
+
+/// The checks a new reference must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentPolicy {
+    /// Least voiced audio a reference must hold, seconds.
+    pub min_voiced_s: f64,
+    /// A new reference must score at least this against the artist's existing voiceprints.
+    pub consistency_threshold: f32,
+    /// A new reference scoring this or more against another artist is refused.
+    pub collision_threshold: f32,
+}
+
+impl Default for EnrollmentPolicy {
+    /// Measured on librispeech-mini utterance embeddings (see README, "Thresholds").
+    fn default() -> Self {
+        Self {
+            min_voiced_s: 4.0,
+            consistency_threshold: 0.65,
+            collision_threshold: 0.80,
+        }
+    }
+}
+
+/// What an enrollment stored and the scores it was checked with.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    /// The new voiceprint.
+    pub voiceprint: Voiceprint,
+    /// Best score against the artist's earlier voiceprints, if any.
+    pub consistency_score: Option<f32>,
+    /// Best other artist and its score, if any other artist has voiceprints.
+    pub nearest_other: Option<(String, f32)>,
+    /// Registry version after the enrollment.
+    pub version: u64,
+}
+
+/// The search index with the registry version it reflects.
+pub struct Snapshot {
+    /// Every voiceprint.
+    pub index: SearchIndex,
+    /// Registry version of that content.
+    pub version: u64,
+}
+
+/// The registry: the store, the index mirroring it, and the enrollment checks.
+pub struct Registry {
+    store: Store,
+    snapshot: RwLock<Snapshot>,
+    writer: Mutex<()>,
+    policy: EnrollmentPolicy,
+    path: PathBuf,
+}
+
+/// Most characters of a description or note.
+const MAX_TEXT: usize = 256;
+
+impl Registry {
+    /// File name of the store inside the data directory.
+    pub const FILE_NAME: &'static str = "registry.redb";
+
+    /// Opens the registry in `data_dir` (created if missing) for `model` embeddings of length
+    /// `dim`, and builds the search index from it.
+    pub fn open(
+        data_dir: &Path,
+        model: &ModelId,
+        dim: usize,
+        policy: EnrollmentPolicy,
+    ) -> Result<Self, RegistryError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            RegistryError::Storage(format!("creating {}: {e}", data_dir.display()))
+        })?;
+        let path = data_dir.join(Self::FILE_NAME);
+        let store = Store::open(&path, model)?;
+        let mut index = SearchIndex::new(dim);
+        for vp in store.all_voiceprints()? {
+            if vp.embedding.len() != dim {
+                return Err(RegistryError::Corrupt(format!(
+                    "voiceprint {} has {} dimensions, the model {dim}",
+                    vp.voiceprint_id,
+                    vp.embedding.len()
+                )));
+            }
+            index.insert(&vp.voiceprint_id, &vp.artist_id, &vp.embedding);
+        }
+        let version = store.version()?;
+        Ok(Self {
+            store,
+            snapshot: RwLock::new(Snapshot { index, version }),
+            writer: Mutex::new(()),
+            policy,
+            path,
+        })
+    }
+
+    /// Where the store file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The enrollment checks in force.
+    pub fn policy(&self) -> &EnrollmentPolicy {
+        &self.policy
+    }
+
+    /// The search index and its version, for reading.
+    pub fn snapshot(&self) -> RwLockReadGuard<'_, Snapshot> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Current registry version.
+    pub fn version(&self) -> u64 {
+        self.snapshot().version
+    }
+
+    /// Numbers of artists and voiceprints.
+    pub fn size(&self) -> Result<(u64, u64), RegistryError> {
+        let (_, artists) = self.store.artists_after(None, 0)?;
+        Ok((artists, self.snapshot().index.len() as u64))
+    }
+
+    /// Creates an artist; an empty `artist_id` gets a generated one.
+    pub fn create_artist(
+        &self,
+        artist_id: &str,
+        display_name: &str,
+    ) -> Result<Artist, RegistryError> {
+        let artist_id = if artist_id.is_empty() {
+            format!("artist-{}", random_hex(6))
+        } else {
+            validate_id("artist_id", artist_id, 64)?;
+            artist_id.to_string()
+        };
+        let display_name = display_name.trim();
+        if display_name.is_empty() || display_name.chars().count() > MAX_TEXT {
+            return Err(RegistryError::Invalid(format!(
+                "display_name must be 1-{MAX_TEXT} characters"
+            )));
+        }
+        let artist = Artist {
+            artist_id,
+            display_name: display_name.to_string(),
+            created_at_unix_s: now(),
+        };
+        let _w = self.lock_writer();
+        let version = self.store.insert_artist(&artist)?;
+        self.set_version(version);
+        Ok(artist)
+    }
+
+    /// One artist with its counts.
+    pub fn artist(&self, artist_id: &str) -> Result<ArtistSummary, RegistryError> {
+        let artist = self.store.artist(artist_id)?.ok_or_else(|| RegistryError::NotFound {
+            what: "artist",
+            id: artist_id.to_string(),
+        })?;
+        self.summarise(artist)
+    }
+
+    /// A page of up to `limit` artists after `after`, the total, and whether more follow.
+    pub fn list_artists(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ArtistSummary>, u64, bool), RegistryError> {
+        let (mut page, total) = self.store.artists_after(after, limit + 1)?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let page = page
+            .into_iter()
+            .map(|a| self.summarise(a))
+            .collect::<Result<_, _>>()?;
+        Ok((page, total, more))
+    }
+
+    /// Deletes an artist with everything hanging off it; returns the counts removed and the
+    /// new version. The index forgets the artist's voiceprints at once.
+    pub fn delete_artist(&self, artist_id: &str) -> Result<(store::Counts, u64), RegistryError> {
+        let _w = self.lock_writer();
+        let (counts, version) = self.store.delete_artist(artist_id)?;
+        let mut snapshot = self.write_snapshot();
+        snapshot.index.remove_artist(artist_id);
+        snapshot.version = version;
+        Ok((counts, version))
+    }
+
+    /// Checks `embedding` of a reference against the policy and stores it as a new voiceprint
+    /// of `artist_id`.
+    pub fn enroll(
+        &self,
+        artist_id: &str,
+        label: VoiceprintLabel,
+        description: &str,
+        embedding: &Embedding,
+    ) -> Result<Enrolled, RegistryError> {
+        if description.chars().count() > MAX_TEXT {
+            return Err(RegistryError::Invalid(format!(
+                "description must be at most {MAX_TEXT} characters"
+            )));
+        }
+        let _w = self.lock_writer();
+        self.store.artist(artist_id)?.ok_or_else(|| RegistryError::NotFound {
+            what: "artist",
+            id: artist_id.to_string(),
+        })?;
+        if embedding.voiced_s < self.policy.min_voiced_s {
+            return Err(RegistryError::TooLittleVoice {
+                voiced_s: embedding.voiced_s,
+                min_s: self.policy.min_voiced_s,
+            });
+        }
+        let (consistency_score, nearest_other) = {
+            let snapshot = self.snapshot();
+            let everyone = snapshot.index.len();
+            let ranked = snapshot.index.top_artists(&embedding.vector, everyone);
+            let own = ranked.iter().find(|(a, _)| a == artist_id).map(|(_, s)| *s);
+            let other = ranked.into_iter().find(|(a, _)| a != artist_id);
+            (own, other)
+        };
+        if let Some(score) = consistency_score {
+            if score < self.policy.consistency_threshold {
+                return Err(RegistryError::Inconsistent {
+                    artist_id: artist_id.to_string(),
+                    score,
+                    threshold: self.policy.consistency_threshold,
+                });
+            }
+        }
+        if let Some((other, score)) = &nearest_other {
+            if *score >= self.policy.collision_threshold {
+                let other_display_name = self
+                    .store
+                    .artist(other)?
+                    .map(|a| a.display_name)
+                    .unwrap_or_default();
+                return Err(RegistryError::Collision {
+                    other_artist_id: other.clone(),
+                    other_display_name,
+                    score: *score,
+                    threshold: self.policy.collision_threshold,
+                });
+            }
+        }
+        let voiceprint = Voiceprint {
+            voiceprint_id: format!("vp-{}", random_hex(8)),
+            artist_id: artist_id.to_string(),
+            label,
+            description: description.to_string(),
+            voiced_s: embedding.voiced_s,
+            duration_s: embedding.duration_s,
+            created_at_unix_s: now(),
+            embedding: embedding.vector.clone(),
+        };
+        let version = self.store.insert_voiceprint(&voiceprint)?;
+        let mut snapshot = self.write_snapshot();
+        snapshot
+            .index
+            .insert(&voiceprint.voiceprint_id, artist_id, &voiceprint.embedding);
+        snapshot.version = version;
+        Ok(Enrolled {
+            voiceprint,
+            consistency_score,
+            nearest_other,
+            version,
+        })
+    }
+
+    /// An artist's voiceprints.
+    pub fn voiceprints(&self, artist_id: &str) -> Result<Vec<Voiceprint>, RegistryError> {
+        self.artist(artist_id)?;
+        self.store.voiceprints_of(artist_id)
+    }
+
+    /// Deletes one voiceprint from the store and the index; returns the new version.
+    pub fn delete_voiceprint(&self, voiceprint_id: &str) -> Result<u64, RegistryError> {
+        let _w = self.lock_writer();
+        let (_, version) = self.store.delete_voiceprint(voiceprint_id)?;
+        let mut snapshot = self.write_snapshot();
+        snapshot.index.remove(voiceprint_id);
+        snapshot.version = version;
+        Ok(version)
+    }
+
+    /// Authorizes `party_id` for `artist_id` (replacing an earlier grant's note).
+    pub fn grant(
+        &self,
+        artist_id: &str,
+        party_id: &str,
+        note: &str,
+    ) -> Result<Authorization, RegistryError> {
+        validate_party(party_id)?;
+        if note.chars().count() > MAX_TEXT {
+            return Err(RegistryError::Invalid(format!(
+                "note must be at most {MAX_TEXT} characters"
+            )));
+        }
+        let grant = Authorization {
+            artist_id: artist_id.to_string(),
+            party_id: party_id.to_string(),
+            note: note.to_string(),
+            granted_at_unix_s: now(),
+        };
+        let _w = self.lock_writer();
+        let version = self.store.put_authorization(&grant)?;
+        self.set_version(version);
+        Ok(grant)
+    }
+
+    /// Withdraws an authorization; returns the new version.
+    pub fn revoke(&self, artist_id: &str, party_id: &str) -> Result<u64, RegistryError> {
+        let _w = self.lock_writer();
+        let version = self.store.delete_authorization(artist_id, party_id)?;
+        self.set_version(version);
+        Ok(version)
+    }
+
+    /// An artist's authorizations.
+    pub fn authorizations(&self, artist_id: &str) -> Result<Vec<Authorization>, RegistryError> {
+        self.artist(artist_id)?;
+        self.store.authorizations_of(artist_id)
+    }
+
+    /// Whether `party_id` is authorized by `artist_id`.
+    pub fn is_authorized(&self, artist_id: &str, party_id: &str) -> Result<bool, RegistryError> {
+        Ok(self.store.authorization(artist_id, party_id)?.is_some())
+    }
+
+    /// An artist's record, if it exists.
+    pub fn find_artist(&self, artist_id: &str) -> Result<Option<Artist>, RegistryError> {
+        self.store.artist(artist_id)
+    }
+
+    fn summarise(&self, artist: Artist) -> Result<ArtistSummary, RegistryError> {
+        let counts = self.store.counts_of(&artist.artist_id)?;
+        Ok(ArtistSummary {
+            artist,
+            voiceprints: counts.voiceprints,
+            authorizations: counts.authorizations,
+        })
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_snapshot(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
+        self.snapshot.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_version(&self, version: u64) {
+        self.write_snapshot().version = version;
+    }
+}
+
+/// Checks an id: 1-`max` characters from `[A-Za-z0-9._-]`.
+fn validate_id(field: &str, id: &str, max: usize) -> Result<(), RegistryError> {
+    let ok = !id.is_empty()
+        && id.len() <= max
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(format!(
+            "{field} must be 1-{max} characters from [A-Za-z0-9._-], got {id:?}"
+        )))
+    }
+}
+
+/// Checks a party id: 1-128 printable characters, no control characters.
+pub fn validate_party(party_id: &str) -> Result<(), RegistryError> {
+    let n = party_id.chars().count();
+    if n == 0 || n > 128 || party_id.chars().any(char::is_control) {
+        return Err(RegistryError::Invalid(format!(
+            "party_id must be 1-128 printable characters, got {party_id:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `bytes` random bytes from the OS, as lower-case hex.
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random number generator");
+    hex::encode(buf)
+}

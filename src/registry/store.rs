@@ -1,0 +1,386 @@
+//! The embedded registry store: one `redb` file, every change one transaction that is
+//! durable when the call returns. It also pins the model the registry was built with.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Artist, Authorization, RegistryError, Voiceprint};
+use crate::encoder::ModelId;
+
+/// `meta`: schema version, model identity, registry version.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// `artists`: artist id → JSON [`Artist`].
+const ARTISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artists");
+/// `voiceprints`: `artist id \0 voiceprint id` → JSON [`Voiceprint`].
+const VOICEPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("voiceprints");
+/// `voiceprint_owners`: voiceprint id → artist id.
+const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("voiceprint_owners");
+/// `authorizations`: `artist id \0 party id` → JSON [`Authorization`].
+const AUTHORIZATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("authorizations");
+
+/// Layout version of the file; a file written by a newer layout is refused.
+const SCHEMA_VERSION: u64 = 1;
+
+impl From<redb::Error> for RegistryError {
+    fn from(e: redb::Error) -> Self {
+        RegistryError::Storage(e.to_string())
+    }
+}
+
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for RegistryError {
+            fn from(e: $t) -> Self {
+                RegistryError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Keys of one artist's rows in a table keyed `artist \0 rest`: from `artist\0` up to, not
+/// including, `artist\x01`.
+fn artist_prefix(artist_id: &str) -> (String, String) {
+    (format!("{artist_id}\0"), format!("{artist_id}\u{1}"))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("registry records serialise")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, RegistryError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| RegistryError::Corrupt(format!("unreadable {what} record: {e}")))
+}
+
+/// Everything one transaction changed, as the store reports it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Voiceprints removed.
+    pub voiceprints: u32,
+    /// Authorizations removed.
+    pub authorizations: u32,
+}
+
+/// The registry file.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) `path`. A new file is stamped with `model`; an existing one must have
+    /// been built with the same model, else [`RegistryError::ModelMismatch`].
+    pub fn open(path: &Path, model: &ModelId) -> Result<Self, RegistryError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let schema = meta.get("schema_version")?.map(|v| read_u64(v.value()));
+            match schema {
+                Some(Some(v)) if v > SCHEMA_VERSION => {
+                    return Err(RegistryError::Corrupt(format!(
+                        "{} has registry schema version {v}, newer than this build's {SCHEMA_VERSION}: run a newer vocalguard",
+                        path.display()
+                    )))
+                }
+                Some(_) => {
+                    let stored = ModelId {
+                        name: text(meta.get("model_name")?.as_ref().map(|v| v.value())),
+                        sha256: text(meta.get("model_sha256")?.as_ref().map(|v| v.value())),
+                    };
+                    if stored != *model {
+                        return Err(RegistryError::ModelMismatch {
+                            path: path.display().to_string(),
+                            registry: stored,
+                            loaded: model.clone(),
+                        });
+                    }
+                }
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                    meta.insert("model_name", model.name.as_bytes())?;
+                    meta.insert("model_sha256", model.sha256.as_bytes())?;
+                    meta.insert("version", 0u64.to_le_bytes().as_slice())?;
+                }
+            }
+            tx.open_table(ARTISTS)?;
+            tx.open_table(VOICEPRINTS)?;
+            tx.open_table(OWNERS)?;
+            tx.open_table(AUTHORIZATIONS)?;
+        }
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    /// The registry version: the number of committed changes.
+    pub fn version(&self) -> Result<u64, RegistryError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let version = meta.get("version")?;
+        Ok(version.and_then(|v| read_u64(v.value())).unwrap_or(0))
+    }
+
+    /// One artist.
+    pub fn artist(&self, artist_id: &str) -> Result<Option<Artist>, RegistryError> {
+        let tx = self.db.begin_read()?;
+        let artists = tx.open_table(ARTISTS)?;
+        let found = artists.get(artist_id)?;
+        found.map(|v| decode(v.value(), "artist")).transpose()
+    }
+
+    /// Up to `limit` artists with ids after `after`, in id order, and the total count.
+    pub fn artists_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Artist>, u64), RegistryError> {
+        let tx = self.db.begin_read()?;
+        let artists = tx.open_table(ARTISTS)?;
+        let total = artists.len()?;
+        let mut page = Vec::new();
+        let range = match after {
+            Some(after) => artists.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+            None => artists.range::<&str>(..)?,
+        };
+        for entry in range.take(limit) {
+            let (_, value) = entry?;
+            page.push(decode(value.value(), "artist")?);
+        }
+        Ok((page, total))
+    }
+
+    /// Every voiceprint of one artist, in id order.
+    pub fn voiceprints_of(&self, artist_id: &str) -> Result<Vec<Voiceprint>, RegistryError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(VOICEPRINTS)?;
+        let (from, to) = artist_prefix(artist_id);
+        let mut out = Vec::new();
+        for entry in table.range(from.as_str()..to.as_str())? {
+            out.push(decode(entry?.1.value(), "voiceprint")?);
+        }
+        Ok(out)
+    }
+
+    /// Every voiceprint in the registry (to build the search index).
+    pub fn all_voiceprints(&self) -> Result<Vec<Voiceprint>, RegistryError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(VOICEPRINTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(decode(entry?.1.value(), "voiceprint")?);
+        }
+        Ok(out)
+    }
+
+    /// Numbers of voiceprints and authorizations of one artist.
+    pub fn counts_of(&self, artist_id: &str) -> Result<Counts, RegistryError> {
+        let tx = self.db.begin_read()?;
+        let (from, to) = artist_prefix(artist_id);
+        let voiceprints = tx
+            .open_table(VOICEPRINTS)?
+            .range(from.as_str()..to.as_str())?
+            .count() as u32;
+        let authorizations = tx
+            .open_table(AUTHORIZATIONS)?
+            .range(from.as_str()..to.as_str())?
+            .count() as u32;
+        Ok(Counts {
+            voiceprints,
+            authorizations,
+        })
+    }
+
+    /// One authorization, if granted.
+    pub fn authorization(
+        &self,
+        artist_id: &str,
+        party_id: &str,
+    ) -> Result<Option<Authorization>, RegistryError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(AUTHORIZATIONS)?;
+        let found = table.get(format!("{artist_id}\0{party_id}").as_str())?;
+        found.map(|v| decode(v.value(), "authorization")).transpose()
+    }
+
+    /// Every authorization of one artist, in party order.
+    pub fn authorizations_of(&self, artist_id: &str) -> Result<Vec<Authorization>, RegistryError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(AUTHORIZATIONS)?;
+        let (from, to) = artist_prefix(artist_id);
+        let mut out = Vec::new();
+        for entry in table.range(from.as_str()..to.as_str())? {
+            out.push(decode(entry?.1.value(), "authorization")?);
+        }
+        Ok(out)
+    }
+
+    /// Inserts a new artist; `AlreadyExists` if the id is taken. Returns the new version.
+    pub fn insert_artist(&self, artist: &Artist) -> Result<u64, RegistryError> {
+        self.change(|tx| {
+            let mut artists = tx.open_table(ARTISTS)?;
+            if artists.get(artist.artist_id.as_str())?.is_some() {
+                return Err(RegistryError::AlreadyExists {
+                    what: "artist",
+                    id: artist.artist_id.clone(),
+                });
+            }
+            artists.insert(artist.artist_id.as_str(), encode(artist).as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Deletes an artist with its voiceprints and authorizations, in one transaction.
+    pub fn delete_artist(&self, artist_id: &str) -> Result<(Counts, u64), RegistryError> {
+        let mut counts = Counts {
+            voiceprints: 0,
+            authorizations: 0,
+        };
+        let version = self.change(|tx| {
+            if tx.open_table(ARTISTS)?.remove(artist_id)?.is_none() {
+                return Err(RegistryError::NotFound {
+                    what: "artist",
+                    id: artist_id.to_string(),
+                });
+            }
+            let (from, to) = artist_prefix(artist_id);
+            let mut voiceprints = tx.open_table(VOICEPRINTS)?;
+            let mut owners = tx.open_table(OWNERS)?;
+            for entry in voiceprints.extract_from_if(from.as_str()..to.as_str(), |_, _| true)? {
+                let (key, _) = entry?;
+                let key = key.value();
+                let id = key.split('\0').nth(1).unwrap_or_default();
+                owners.remove(id)?;
+                counts.voiceprints += 1;
+            }
+            let mut authorizations = tx.open_table(AUTHORIZATIONS)?;
+            for entry in authorizations.extract_from_if(from.as_str()..to.as_str(), |_, _| true)? {
+                entry?;
+                counts.authorizations += 1;
+            }
+            Ok(())
+        })?;
+        Ok((counts, version))
+    }
+
+    /// Stores a new voiceprint of an existing artist.
+    pub fn insert_voiceprint(&self, voiceprint: &Voiceprint) -> Result<u64, RegistryError> {
+        self.change(|tx| {
+            if tx
+                .open_table(ARTISTS)?
+                .get(voiceprint.artist_id.as_str())?
+                .is_none()
+            {
+                return Err(RegistryError::NotFound {
+                    what: "artist",
+                    id: voiceprint.artist_id.clone(),
+                });
+            }
+            let key = format!("{}\0{}", voiceprint.artist_id, voiceprint.voiceprint_id);
+            tx.open_table(VOICEPRINTS)?
+                .insert(key.as_str(), encode(voiceprint).as_slice())?;
+            tx.open_table(OWNERS)?.insert(
+                voiceprint.voiceprint_id.as_str(),
+                voiceprint.artist_id.as_str(),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Deletes one voiceprint; returns its artist and the new version.
+    pub fn delete_voiceprint(&self, voiceprint_id: &str) -> Result<(String, u64), RegistryError> {
+        let mut artist = String::new();
+        let version = self.change(|tx| {
+            let mut owners = tx.open_table(OWNERS)?;
+            let owner = owners.remove(voiceprint_id)?.map(|v| v.value().to_string());
+            let Some(owner) = owner else {
+                return Err(RegistryError::NotFound {
+                    what: "voiceprint",
+                    id: voiceprint_id.to_string(),
+                });
+            };
+            artist = owner;
+            let key = format!("{artist}\0{voiceprint_id}");
+            tx.open_table(VOICEPRINTS)?.remove(key.as_str())?;
+            Ok(())
+        })?;
+        Ok((artist, version))
+    }
+
+    /// Grants (or re-grants) an authorization to a party of an existing artist.
+    pub fn put_authorization(&self, grant: &Authorization) -> Result<u64, RegistryError> {
+        self.change(|tx| {
+            if tx
+                .open_table(ARTISTS)?
+                .get(grant.artist_id.as_str())?
+                .is_none()
+            {
+                return Err(RegistryError::NotFound {
+                    what: "artist",
+                    id: grant.artist_id.clone(),
+                });
+            }
+            let key = format!("{}\0{}", grant.artist_id, grant.party_id);
+            tx.open_table(AUTHORIZATIONS)?
+                .insert(key.as_str(), encode(grant).as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Revokes an authorization; `NotFound` if it was not granted.
+    pub fn delete_authorization(&self, artist_id: &str, party_id: &str) -> Result<u64, RegistryError> {
+        self.change(|tx| {
+            let key = format!("{artist_id}\0{party_id}");
+            if tx.open_table(AUTHORIZATIONS)?.remove(key.as_str())?.is_none() {
+                return Err(RegistryError::NotFound {
+                    what: "authorization",
+                    id: format!("{party_id} of artist {artist_id}"),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `apply` in a write transaction, bumps the registry version and commits; nothing
+    /// is written when `apply` fails. Returns the new version.
+    fn change(
+        &self,
+        apply: impl FnOnce(&redb::WriteTransaction) -> Result<(), RegistryError>,
+    ) -> Result<u64, RegistryError> {
+        let tx = self.db.begin_write()?;
+        if let Err(e) = apply(&tx) {
+            tx.abort()?;
+            return Err(e);
+        }
+        let version = {
+            let mut meta = tx.open_table(META)?;
+            let version = meta
+                .get("version")?
+                .and_then(|v| read_u64(v.value()))
+                .unwrap_or(0)
+                + 1;
+            meta.insert("version", version.to_le_bytes().as_slice())?;
+            version
+        };
+        tx.commit()?;
+        Ok(version)
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+fn text(bytes: Option<&[u8]>) -> String {
+    bytes
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,389 @@
+//! Screening: a track's windows are scored against the registry's voiceprints, the scores
+//! are gathered into evidence per artist, and a policy turns the evidence, the uploader's
+//! authorizations and the AI disclosure into a decision the platform can act on.
+
+mod evidence;
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::embed::{EmbedError, Embedder, WindowConfig};
+use crate::registry::{Registry, RegistryError};
+pub use evidence::{gather, ArtistScores};
+
+/// Errors of screening a track.
+#[derive(Debug, thiserror::Error)]
+pub enum ScreeningError {
+    /// The audio could not be embedded.
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    /// The registry could not be read.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Thresholds and windowing of screening.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScreeningConfig {
+    /// A window matches an artist at or above this cosine score.
+    pub match_threshold: f32,
+    /// An artist whose aggregate score reaches this, but who does not match, puts the track in
+    /// the grey band (NEEDS_REVIEW).
+    pub review_threshold: f32,
+    /// Less voiced audio than this, seconds, and the track needs review.
+    pub min_voiced_s: f64,
+    /// Window length, seconds of voiced audio.
+    pub window_s: f64,
+    /// Step between windows, seconds of voiced audio.
+    pub hop_s: f64,
+    /// Voiceprints retrieved per window from the search index.
+    pub top_k: usize,
+    /// Matching windows an artist needs (fewer when the track has fewer windows).
+    pub min_matching_windows: usize,
+}
+
+impl Default for ScreeningConfig {
+    /// Measured on librispeech-mini (see README, "Thresholds").
+    fn default() -> Self {
+        Self {
+            match_threshold: 0.80,
+            review_threshold: 0.74,
+            min_voiced_s: 2.0,
+            window_s: 3.1,
+            hop_s: 1.5,
+            top_k: 10,
+            min_matching_windows: 2,
+        }
+    }
+}
+
+impl ScreeningConfig {
+    /// The windowing part.
+    pub fn windows(&self) -> WindowConfig {
+        WindowConfig {
+            window_s: self.window_s,
+            hop_s: self.hop_s,
+        }
+    }
+
+    /// Checks that the values make sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        let unit = |x: f32| (-1.0..=1.0).contains(&x);
+        if !unit(self.match_threshold) || !unit(self.review_threshold) {
+            return Err("screening thresholds must lie in -1..1".into());
+        }
+        if self.review_threshold > self.match_threshold {
+            return Err(format!(
+                "review_threshold {} must not exceed match_threshold {}",
+                self.review_threshold, self.match_threshold
+            ));
+        }
+        if !(self.window_s > 0.0 && self.hop_s > 0.0 && self.min_voiced_s >= 0.0) {
+            return Err("window_s and hop_s must be positive, min_voiced_s not negative".into());
+        }
+        if self.top_k == 0 || self.min_matching_windows == 0 {
+            return Err("top_k and min_matching_windows must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the uploader declares about AI in the track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiDisclosure {
+    /// No AI was used.
+    None,
+    /// AI assisted, vocals human.
+    AiAssisted,
+    /// AI-generated vocals.
+    AiGeneratedVocals,
+}
+
+/// What the ingestion service says about an upload.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// The platform's track id.
+    pub track_id: String,
+    /// The uploading party.
+    pub uploader_party_id: String,
+    /// Artists the track credits.
+    pub credited_artist_ids: Vec<String>,
+    /// The AI disclosure.
+    pub ai_disclosure: AiDisclosure,
+}
+
+/// What the platform should do with the track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Protected voice, uploader not authorized.
+    UnauthorizedMatch,
+    /// Protected voice, uploader authorized by every matched artist.
+    AuthorizedMatch,
+    /// Voice, but no protected one.
+    NoMatch,
+    /// A person must decide.
+    NeedsReview(ReviewReason),
+    /// No voice.
+    NoVoice,
+}
+
+impl Decision {
+    /// The wire name, as metrics and logs use it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::UnauthorizedMatch => "UNAUTHORIZED_MATCH",
+            Decision::AuthorizedMatch => "AUTHORIZED_MATCH",
+            Decision::NoMatch => "NO_MATCH",
+            Decision::NeedsReview(_) => "NEEDS_REVIEW",
+            Decision::NoVoice => "NO_VOICE",
+        }
+    }
+}
+
+/// Why a track needs review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewReason {
+    /// Scores in the grey band.
+    GreyBand,
+    /// Too little voiced audio.
+    InsufficientVoice,
+}
+
+/// What else a reviewer should know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// Unauthorized protected voice with no AI disclosed.
+    UndisclosedProtectedVoice,
+    /// Disclosed AI vocals imitating an artist who did not authorize the uploader.
+    DisclosedAiImpersonation,
+    /// A matched artist is not credited.
+    UncreditedProtectedVoice,
+    /// A credited registered artist's voice was not found.
+    CreditedArtistNotFound,
+    /// Disclosed AI vocals of an artist who authorized the uploader.
+    AuthorizedAiVoice,
+}
+
+/// The evidence for one artist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtistMatch {
+    /// Registry id.
+    pub artist_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// Whether the evidence reaches the match threshold (else a grey-band candidate).
+    pub matched: bool,
+    /// Whether the uploader is authorized by the artist.
+    pub uploader_authorized: bool,
+    /// Whether the track credits the artist.
+    pub credited: bool,
+    /// Best window score.
+    pub best_score: f32,
+    /// Median of the best five window scores.
+    pub aggregate_score: f32,
+    /// Windows at or above the match threshold.
+    pub matching_windows: usize,
+    /// Share of voiced time covered by matching windows.
+    pub matched_voiced_share: f64,
+    /// Track-time ranges of the matching windows, merged.
+    pub time_ranges: Vec<Range<f64>>,
+}
+
+/// The answer for one track.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// What to do.
+    pub decision: Decision,
+    /// One sentence for a person.
+    pub explanation: String,
+    /// Matched artists, then grey-band candidates, each by descending aggregate.
+    pub matches: Vec<ArtistMatch>,
+    /// What else a reviewer should know.
+    pub flags: Vec<Flag>,
+    /// Decoded duration, seconds.
+    pub duration_s: f64,
+    /// Voiced audio, seconds.
+    pub voiced_s: f64,
+    /// Windows scored.
+    pub windows: usize,
+    /// Window length used, seconds.
+    pub window_s: f64,
+    /// Step used, seconds.
+    pub hop_s: f64,
+    /// Registry version scored against.
+    pub registry_version: u64,
+}
+
+/// Screens decoded `samples` (mono, 16 kHz) of `upload` against `registry`.
+pub fn screen(
+    embedder: &Embedder,
+    registry: &Registry,
+    samples: Vec<f32>,
+    upload: &Upload,
+    config: &ScreeningConfig,
+) -> Result<Verdict, ScreeningError> {
+    let track = embedder.embed_windows(samples, &config.windows())?;
+    let (scores, registry_version) = {
+        let snapshot = registry.snapshot();
+        let per_window: Vec<Vec<(String, f32)>> = track
+            .windows
+            .iter()
+            .map(|w| snapshot.index.top_artists(&w.embedding, config.top_k))
+            .collect();
+        (gather(&track, &per_window, config), snapshot.version)
+    };
+    let mut matches = Vec::new();
+    for s in scores {
+        let Some(artist) = registry.find_artist(&s.artist_id)? else {
+            continue;
+        };
+        matches.push(ArtistMatch {
+            uploader_authorized: registry.is_authorized(&s.artist_id, &upload.uploader_party_id)?,
+            credited: upload.credited_artist_ids.contains(&s.artist_id),
+            display_name: artist.display_name,
+            artist_id: s.artist_id,
+            matched: s.matched,
+            best_score: s.best_score,
+            aggregate_score: s.aggregate_score,
+            matching_windows: s.matching_windows,
+            matched_voiced_share: s.matched_voiced_share,
+            time_ranges: s.time_ranges,
+        });
+    }
+    let mut credited_registered = Vec::new();
+    for id in &upload.credited_artist_ids {
+        if registry.find_artist(id)?.is_some() {
+            credited_registered.push(id.clone());
+        }
+    }
+    let (decision, flags, explanation) = decide(
+        &matches,
+        track.voiced_s,
+        upload,
+        &credited_registered,
+        config,
+    );
+    Ok(Verdict {
+        decision,
+        explanation,
+        matches,
+        flags,
+        duration_s: track.duration_s,
+        voiced_s: track.voiced_s,
+        windows: track.windows.len(),
+        window_s: track.window_s,
+        hop_s: track.hop_s,
+        registry_version,
+    })
+}
+
+/// The policy: from the evidence (matched artists and grey-band candidates), the voiced
+/// duration, the upload's metadata and which credited artists are registered, the decision,
+/// its flags and a sentence saying why.
+pub fn decide(
+    matches: &[ArtistMatch],
+    voiced_s: f64,
+    upload: &Upload,
+    credited_registered: &[String],
+    config: &ScreeningConfig,
+) -> (Decision, Vec<Flag>, String) {
+    let mut flags = Vec::new();
+    if voiced_s <= 0.0 {
+        return (Decision::NoVoice, flags, "no voice was found in the audio".into());
+    }
+    let matched: Vec<&ArtistMatch> = matches.iter().filter(|m| m.matched).collect();
+    let names = |ms: &[&ArtistMatch]| {
+        ms.iter()
+            .map(|m| format!("{} ({})", m.display_name, m.artist_id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if matched.iter().any(|m| !m.credited) {
+        flags.push(Flag::UncreditedProtectedVoice);
+    }
+    if voiced_s >= config.min_voiced_s {
+        let unheard = credited_registered
+            .iter()
+            .any(|id| !matches.iter().any(|m| &m.artist_id == id));
+        if unheard {
+            flags.push(Flag::CreditedArtistNotFound);
+        }
+    }
+    if voiced_s < config.min_voiced_s {
+        return (
+            Decision::NeedsReview(ReviewReason::InsufficientVoice),
+            flags,
+            format!(
+                "only {voiced_s:.1} s of voiced audio, less than the {:.1} s needed to decide",
+                config.min_voiced_s
+            ),
+        );
+    }
+    if !matched.is_empty() {
+        let unauthorized: Vec<&ArtistMatch> = matched
+            .iter()
+            .copied()
+            .filter(|m| !m.uploader_authorized)
+            .collect();
+        if unauthorized.is_empty() {
+            if upload.ai_disclosure == AiDisclosure::AiGeneratedVocals {
+                flags.push(Flag::AuthorizedAiVoice);
+            }
+            return (
+                Decision::AuthorizedMatch,
+                flags,
+                format!(
+                    "the voice of {} was found, and uploader '{}' is authorized",
+                    names(&matched),
+                    upload.uploader_party_id
+                ),
+            );
+        }
+        let why = match upload.ai_disclosure {
+            AiDisclosure::None => {
+                flags.push(Flag::UndisclosedProtectedVoice);
+                "and the upload declares no AI: an undisclosed voice clone, or the artist's own recording released without their authorization"
+            }
+            AiDisclosure::AiGeneratedVocals => {
+                flags.push(Flag::DisclosedAiImpersonation);
+                "and the upload declares AI-generated vocals: an AI imitation of a protected voice without consent"
+            }
+            AiDisclosure::AiAssisted => {
+                "and the upload declares AI-assisted production with human vocals"
+            }
+        };
+        return (
+            Decision::UnauthorizedMatch,
+            flags,
+            format!(
+                "the voice of {} was found, uploader '{}' is not authorized, {why}",
+                names(&unauthorized),
+                upload.uploader_party_id
+            ),
+        );
+    }
+    if let Some(top) = matches.first() {
+        return (
+            Decision::NeedsReview(ReviewReason::GreyBand),
+            flags,
+            format!(
+                "{} ({}) scores {:.3}, in the grey band between {:.3} and {:.3}",
+                top.display_name,
+                top.artist_id,
+                top.aggregate_score,
+                config.review_threshold,
+                config.match_threshold
+            ),
+        );
+    }
+    (
+        Decision::NoMatch,
+        flags,
+        "no protected voice was found".into(),
+    )
+}
+
+#[cfg(test)]
+mod tests;

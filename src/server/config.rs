@@ -1,0 +1,216 @@
+//! Server configuration: defaults, overridden by a TOML file, overridden by environment
+//! variables and flags (the CLI merges those last two, see `vocalguard serve --help`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::telemetry::LogFormat;
+use crate::encoder::source::DEFAULT_MODEL;
+use crate::registry::EnrollmentPolicy;
+use crate::screening::ScreeningConfig;
+
+/// Errors of reading or checking the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid configuration file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything `vocalguard serve` runs with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Prometheus metrics listen address (plain HTTP, `/metrics`); `None` turns metrics off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Directory holding the registry file.
+    pub data_dir: PathBuf,
+    /// Model spec (built-in name, directory, or hub repo id).
+    pub model: String,
+    /// Use only the local hub cache.
+    pub offline: bool,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter directives (`RUST_LOG` overrides).
+    pub log_filter: String,
+    /// Request limits.
+    pub limits: Limits,
+    /// The inference worker pool.
+    pub inference: InferenceConfig,
+    /// Screening thresholds and windows.
+    pub screening: ScreeningConfig,
+    /// Enrollment checks.
+    pub enrollment: EnrollmentPolicy,
+}
+
+/// Limits on what one request may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest audio upload, bytes.
+    pub max_upload_bytes: u64,
+    /// Longest audio, seconds of decoded sound.
+    pub max_duration_s: f64,
+    /// Largest single gRPC message (a chunk, or a whole `ScreenClip`), bytes.
+    pub max_message_bytes: usize,
+    /// Deadline of a call that sets none (a shorter client deadline wins), seconds.
+    pub request_timeout_s: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 200 * 1024 * 1024,
+            max_duration_s: 900.0,
+            max_message_bytes: 16 * 1024 * 1024,
+            request_timeout_s: 120.0,
+        }
+    }
+}
+
+/// The bounded pool that runs decoding and inference off the async executor.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+    /// Jobs that may wait for a worker; beyond that, calls are refused with RESOURCE_EXHAUSTED.
+    pub queue_capacity: usize,
+    /// Most partial windows run through the encoder at once.
+    pub max_batch: usize,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            queue_capacity: 32,
+            max_batch: crate::embed::Embedder::DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            data_dir: PathBuf::from("vocalguard-data"),
+            model: DEFAULT_MODEL.to_string(),
+            offline: false,
+            log_format: LogFormat::Text,
+            log_filter: "info".to_string(),
+            limits: Limits::default(),
+            inference: InferenceConfig::default(),
+            screening: ScreeningConfig::default(),
+            enrollment: EnrollmentPolicy::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The configuration as TOML, as a file would hold it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the configuration serialises")
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.screening.validate().map_err(ConfigError::Invalid)?;
+        let l = &self.limits;
+        if l.max_upload_bytes == 0 || l.max_message_bytes < 1024 {
+            return invalid("max_upload_bytes must be positive and max_message_bytes at least 1024".into());
+        }
+        if !(l.max_duration_s > 0.0 && l.max_duration_s.is_finite()) {
+            return invalid("max_duration_s must be a positive number of seconds".into());
+        }
+        if !(l.request_timeout_s > 0.0 && l.request_timeout_s.is_finite()) {
+            return invalid("request_timeout_s must be a positive number of seconds".into());
+        }
+        if self.inference.queue_capacity == 0 || self.inference.max_batch == 0 {
+            return invalid("inference.queue_capacity and inference.max_batch must be at least 1".into());
+        }
+        let e = &self.enrollment;
+        if !(e.min_voiced_s >= 0.0)
+            || !(-1.0..=1.0).contains(&e.consistency_threshold)
+            || !(-1.0..=1.0).contains(&e.collision_threshold)
+        {
+            return invalid("enrollment thresholds must lie in -1..1 and min_voiced_s must not be negative".into());
+        }
+        Ok(())
+    }
+
+    /// Worker threads after resolving 0 to the number of cores.
+    pub fn workers(&self) -> usize {
+        match self.inference.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let cfg: ServerConfig = toml::from_str(
+            "listen = \"0.0.0.0:6000\"\n[screening]\nmatch_threshold = 0.9\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 6000);
+        assert_eq!(cfg.screening.match_threshold, 0.9);
+        assert_eq!(cfg.screening.hop_s, ScreeningConfig::default().hop_s);
+        assert_eq!(cfg.limits, Limits::default());
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<ServerConfig>("listne = \"x\"").is_err());
+        let mut cfg = ServerConfig::default();
+        cfg.limits.request_timeout_s = 0.0;
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn the_defaults_round_trip_through_toml() {
+        let cfg = ServerConfig::default();
+        let back: ServerConfig = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(back, cfg);
+    }
+}

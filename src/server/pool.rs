@@ -1,0 +1,188 @@
+//! The bounded worker pool that runs decoding and inference, so that the async executor never
+//! does: a fixed number of threads take jobs from a queue of fixed capacity; a job that finds
+//! the queue full is refused at once, and a job whose caller has gone or whose deadline has
+//! passed is dropped unrun.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::metrics::Metrics;
+
+/// Why a job did not run to completion.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    /// The queue is full.
+    #[error("the inference queue is full ({capacity} jobs waiting); try again later")]
+    Busy {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The deadline passed before the job finished.
+    #[error("the deadline passed before the audio was processed")]
+    Expired,
+    /// The pool is shutting down or a worker failed.
+    #[error("the inference worker stopped before finishing the job")]
+    Stopped,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of worker threads behind a bounded queue.
+pub struct InferencePool {
+    sender: SyncSender<Job>,
+    capacity: usize,
+    depth: Arc<AtomicUsize>,
+    metrics: Metrics,
+}
+
+impl InferencePool {
+    /// Starts `workers` threads behind a queue of `capacity` jobs.
+    pub fn new(workers: usize, capacity: usize, metrics: Metrics) -> Self {
+        let (sender, receiver) = sync_channel::<Job>(capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..workers.max(1) {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("vg-inference-{i}"))
+                .spawn(move || work(&receiver))
+                .expect("spawning an inference worker");
+        }
+        Self {
+            sender,
+            capacity,
+            depth: Arc::new(AtomicUsize::new(0)),
+            metrics,
+        }
+    }
+
+    /// Runs `job` on a worker and waits for its result until `deadline`. Refused at once with
+    /// [`PoolError::Busy`] when the queue is full. If the caller stops waiting (deadline, or the
+    /// call was cancelled) before a worker picks the job up, the job is dropped unrun.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        deadline: Instant,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PoolError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let depth = Arc::clone(&self.depth);
+        let metrics = self.metrics.clone();
+        let wrapped: Job = Box::new(move || {
+            if !tx.is_closed() && Instant::now() < deadline {
+                let started = Instant::now();
+                let result = job();
+                metrics.record_inference(started.elapsed());
+                let _ = tx.send(result);
+            }
+            metrics.set_queue_depth(depth.fetch_sub(1, Ordering::SeqCst) - 1);
+        });
+        self.metrics
+            .set_queue_depth(self.depth.fetch_add(1, Ordering::SeqCst) + 1);
+        if let Err(e) = self.sender.try_send(wrapped) {
+            self.metrics
+                .set_queue_depth(self.depth.fetch_sub(1, Ordering::SeqCst) - 1);
+            return Err(match e {
+                TrySendError::Full(_) => {
+                    self.metrics.record_rejected();
+                    PoolError::Busy {
+                        capacity: self.capacity,
+                    }
+                }
+                TrySendError::Disconnected(_) => PoolError::Stopped,
+            });
+        }
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) if Instant::now() >= deadline => Err(PoolError::Expired),
+            Ok(Err(_)) => Err(PoolError::Stopped),
+            Err(_) => Err(PoolError::Expired),
+        }
+    }
+
+    /// Jobs queued or running.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::SeqCst)
+    }
+}
+
+/// A worker's loop: take the next job until the pool is dropped. A panicking job is caught so
+/// the worker survives it (its caller sees [`PoolError::Stopped`]).
+fn work(receiver: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = {
+            let guard = receiver.lock().unwrap_or_else(|e| e.into_inner());
+            guard.recv()
+        };
+        let Ok(job) = job else { return };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            tracing::error!("an inference job panicked; the worker carries on");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn runs_jobs_and_refuses_beyond_capacity() {
+        let pool = Arc::new(InferencePool::new(1, 1, Metrics::new()));
+        let far = Instant::now() + Duration::from_secs(10);
+        assert_eq!(pool.run(far, || 2 + 2).await, Ok(4));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move {
+                pool.run(far, move || {
+                    release_rx.recv().ok();
+                })
+                .await
+            })
+        };
+        while pool.depth() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let queued = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.run(far, || 1).await })
+        };
+        while pool.depth() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.run(far, || 0).await, Err(PoolError::Busy { capacity: 1 }));
+        release_tx.send(()).unwrap();
+        assert_eq!(blocker.await.unwrap(), Ok(()));
+        assert_eq!(queued.await.unwrap(), Ok(1));
+        assert_eq!(pool.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_expired_job_is_dropped_unrun() {
+        let pool = InferencePool::new(1, 4, Metrics::new());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&ran);
+        let past = Instant::now();
+        let result = pool
+            .run(past, move || {
+                seen.fetch_add(1, Ordering::SeqCst);
+            })
+            .await;
+        assert_eq!(result, Err(PoolError::Expired));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_does_not_kill_the_worker() {
+        let pool = InferencePool::new(1, 4, Metrics::new());
+        let far = Instant::now() + Duration::from_secs(10);
+        assert_eq!(
+            pool.run(far, || -> u8 { panic!("boom") }).await,
+            Err(PoolError::Stopped)
+        );
+        assert_eq!(pool.run(far, || 7).await, Ok(7));
+    }
+}

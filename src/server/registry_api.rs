@@ -1,0 +1,303 @@
+//! `vocalguard.v1.RegistryService`: thin handlers over [`crate::registry::Registry`].
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{self, embed_status, pool_status, registry_status};
+use super::request::collect_upload;
+use super::Core;
+use crate::audio;
+use crate::proto::registry_service_server::RegistryService;
+use crate::proto::*;
+
+/// Most artists a page may hold.
+const MAX_PAGE: usize = 1000;
+/// Artists a page holds when the client does not say.
+const DEFAULT_PAGE: usize = 100;
+
+/// The registry service.
+pub struct RegistryApi {
+    core: Arc<Core>,
+}
+
+impl RegistryApi {
+    /// Serves `core`'s registry.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+#[tonic::async_trait]
+impl RegistryService for RegistryApi {
+    async fn create_artist(
+        &self,
+        request: Request<CreateArtistRequest>,
+    ) -> Result<Response<Artist>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        self.core
+            .call("CreateArtist", &metadata, |_| async move {
+                let reg = Arc::clone(&core.registry);
+                let created = core
+                    .blocking(move || reg.create_artist(&r.artist_id, &r.display_name))
+                    .await?
+                    .map_err(registry_status)?;
+                core.registry_changed();
+                tracing::info!(artist_id = %created.artist_id, "artist created");
+                Ok(convert::artist(crate::registry::ArtistSummary {
+                    artist: created,
+                    voiceprints: 0,
+                    authorizations: 0,
+                }))
+            })
+            .await
+    }
+
+    async fn get_artist(
+        &self,
+        request: Request<GetArtistRequest>,
+    ) -> Result<Response<Artist>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        self.core
+            .call("GetArtist", &metadata, |_| async move {
+                let reg = Arc::clone(&core.registry);
+                let found = core
+                    .blocking(move || reg.artist(&r.artist_id))
+                    .await?
+                    .map_err(registry_status)?;
+                Ok(convert::artist(found))
+            })
+            .await
+    }
+
+    async fn list_artists(
+        &self,
+        request: Request<ListArtistsRequest>,
+    ) -> Result<Response<ListArtistsResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        self.core
+            .call("ListArtists", &metadata, |_| async move {
+                let limit = match r.page_size as usize {
+                    0 => DEFAULT_PAGE,
+                    n => n.min(MAX_PAGE),
+                };
+                let reg = Arc::clone(&core.registry);
+                let after = (!r.page_token.is_empty()).then_some(r.page_token);
+                let (page, total, more) = core
+                    .blocking(move || reg.list_artists(after.as_deref(), limit))
+                    .await?
+                    .map_err(registry_status)?;
+                let next_page_token = match (more, page.last()) {
+                    (true, Some(last)) => last.artist.artist_id.clone(),
+                    _ => String::new(),
+                };
+                Ok(ListArtistsResponse {
+                    artists: page.into_iter().map(convert::artist).collect(),
+                    next_page_token,
+                    total,
+                })
+            })
+            .await
+    }
+
+    async fn delete_artist(
+        &self,
+        request: Request<DeleteArtistRequest>,
+    ) -> Result<Response<DeleteArtistResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        self.core
+            .call("DeleteArtist", &metadata, |_| async move {
+                let reg = Arc::clone(&core.registry);
+                let id = r.artist_id.clone();
+                let (counts, version) = core
+                    .blocking(move || reg.delete_artist(&id))
+                    .await?
+                    .map_err(registry_status)?;
+                core.registry_changed();
+                tracing::info!(artist_id = %r.artist_id, voiceprints = counts.voiceprints, "artist deleted");
+                Ok(DeleteArtistResponse {
+                    voiceprints_deleted: counts.voiceprints,
+                    authorizations_deleted: counts.authorizations,
+                    registry_version: version,
+                })
+            })
+            .await
+    }
+
+    async fn enroll_voiceprint(
+        &self,
+        request: Request<Streaming<EnrollVoiceprintRequest>>,
+    ) -> Result<Response<EnrollVoiceprintResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let stream = request.into_inner();
+        self.core
+            .call("EnrollVoiceprint", &metadata, |deadline| async move {
+                let limits = core.config.limits;
+                let (meta, bytes) = collect_upload(stream, limits.max_upload_bytes).await?;
+                let label = convert::label(meta.label)?;
+                let reg = Arc::clone(&core.registry);
+                let artist_id = meta.artist_id.clone();
+                core.blocking(move || reg.artist(&artist_id))
+                    .await?
+                    .map_err(registry_status)?;
+                let (embedder, registry) = (Arc::clone(&core.embedder), Arc::clone(&core.registry));
+                let decode_limits = core.decode_limits();
+                let min_voiced_s = registry.policy().min_voiced_s;
+                let metrics = core.metrics.clone();
+                let enrolled = core
+                    .pool
+                    .run(deadline, move || {
+                        let audio = audio::decode_to_16k_mono(bytes, None, &decode_limits)
+                            .map_err(convert::audio_status)?;
+                        let prepared = embedder
+                            .prepare_samples(audio.samples)
+                            .map_err(|e| embed_status(e, min_voiced_s))?;
+                        metrics.record_batch(prepared.n_partials);
+                        let embedding = embedder
+                            .embed_prepared(&[&prepared])
+                            .map_err(|e| embed_status(e, min_voiced_s))?
+                            .remove(0);
+                        registry
+                            .enroll(&meta.artist_id, label, &meta.description, &embedding)
+                            .map_err(registry_status)
+                    })
+                    .await
+                    .map_err(pool_status)??;
+                core.registry_changed();
+                tracing::info!(
+                    artist_id = %enrolled.voiceprint.artist_id,
+                    voiceprint_id = %enrolled.voiceprint.voiceprint_id,
+                    voiced_s = enrolled.voiceprint.voiced_s,
+                    "voiceprint enrolled"
+                );
+                let (nearest_other_artist_id, nearest_other_artist_score) = match enrolled.nearest_other {
+                    Some((id, score)) => (id, Some(score)),
+                    None => (String::new(), None),
+                };
+                Ok(EnrollVoiceprintResponse {
+                    voiceprint: Some(convert::voiceprint(enrolled.voiceprint)),
+                    consistency_score: enrolled.consistency_score,
+                    nearest_other_artist_score,
+                    nearest_other_artist_id,
+                    context: Some(core.context(enrolled.version)),
+                })
+            })
+            .await
+    }
+
+    async fn list_voiceprints(
+        &self,
+        request: Request<ListVoiceprintsRequest>,
+    ) -> Result<Response<ListVoiceprintsResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        self.core
+            .call("ListVoiceprints", &metadata, |_| async move {
+                let reg = Arc::clone(&core.registry);
+                let found = core
+                    .blocking(move || reg.voiceprints(&r.artist_id))
+                    .await?
+                    .map_err(registry_status)?;
+                Ok(ListVoiceprintsResponse {
+                    voiceprints: found.into_iter().map(convert::voiceprint).collect(),
+                })
+            })
+            .await
+    }
+
+    async fn delete_voiceprint(
+        &self,
+        request: Request<DeleteVoiceprintRequest>,
+    ) -> Result<Response<DeleteVoiceprintResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        self.core
+            .call("DeleteVoiceprint", &metadata, |_| async move {
+                let reg = Arc::clone(&core.registry);
+                let id = r.voiceprint_id.clone();
+                let registry_version = core
+                    .blocking(move || reg.delete_voiceprint(&id))
+                    .await?
+                    .map_err(registry_status)?;
+                core.registry_changed();
+                tracing::info!(voiceprint_id = %r.voiceprint_id, "voiceprint deleted");
+                Ok(DeleteVoiceprintResponse { registry_version })
+            })
+            .await
+    }
+
+    async fn grant_authorization(
+        &self,
+        request: Request<GrantAuthorizationRequest>,
+    ) -> Result<Response<Authorization>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        self.core
+            .call("GrantAuthorization", &metadata, |_| async move {
+                let reg = Arc::clone(&core.registry);
+                let grant = core
+                    .blocking(move || reg.grant(&r.artist_id, &r.party_id, &r.note))
+                    .await?
+                    .map_err(registry_status)?;
+                core.registry_changed();
+                tracing::info!(artist_id = %grant.artist_id, "authorization granted");
+                Ok(convert::authorization(grant))
+            })
+            .await
+    }
+
+    async fn revoke_authorization(
+        &self,
+        request: Request<RevokeAuthorizationRequest>,
+    ) -> Result<Response<RevokeAuthorizationResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        self.core
+            .call("RevokeAuthorization", &metadata, |_| async move {
+                let reg = Arc::clone(&core.registry);
+                let artist_id = r.artist_id.clone();
+                let registry_version = core
+                    .blocking(move || reg.revoke(&artist_id, &r.party_id))
+                    .await?
+                    .map_err(registry_status)?;
+                core.registry_changed();
+                tracing::info!(artist_id = %r.artist_id, "authorization revoked");
+                Ok(RevokeAuthorizationResponse { registry_version })
+            })
+            .await
+    }
+
+    async fn list_authorizations(
+        &self,
+        request: Request<ListAuthorizationsRequest>,
+    ) -> Result<Response<ListAuthorizationsResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        self.core
+            .call("ListAuthorizations", &metadata, |_| async move {
+                let reg = Arc::clone(&core.registry);
+                let found = core
+                    .blocking(move || reg.authorizations(&r.artist_id))
+                    .await?
+                    .map_err(registry_status)?;
+                Ok(ListAuthorizationsResponse {
+                    authorizations: found.into_iter().map(convert::authorization).collect(),
+                })
+            })
+            .await
+    }
+}
