@@ -23,7 +23,12 @@ async fn serve_answers_ping_health_and_metrics_then_stops_on_sigterm() {
     assert_eq!(reply.model, "ge2e-resemblyzer");
     assert_eq!(reply.model_sha256.len(), 64);
 
-    let mut health = HealthClient::connect(url).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
     for service in ["", "vocalguard.v1.RegistryService", "vocalguard.v1.ScreeningService"] {
         let status = health
             .check(HealthCheckRequest {

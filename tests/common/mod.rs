@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: where the shared data lives, and a `.npy` reader.
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod server;
 
 use std::path::{Path, PathBuf};

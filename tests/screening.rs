@@ -1,0 +1,174 @@
+//! Screening through a real server on loopback with real speech from librispeech-mini:
+//! enrolled speakers are caught, authorized uploads pass, strangers do not match, and the
+//! evidence points at the right part of a track.
+
+mod common;
+
+use common::grpc::{decision, enroll_first, flac_files, test_other_speakers, wav_bytes, Clients};
+use common::server::ServerProcess;
+use vocalguard::audio::{load_file, DecodeLimits};
+use vocalguard::proto::{AiDisclosure, ReviewReason, ScreenResponse};
+
+/// Speakers enrolled, references per speaker, held-out tracks per speaker.
+const SPEAKERS: usize = 4;
+const REFERENCES: usize = 3;
+const HELD_OUT: usize = 3;
+const STRANGERS: usize = 16;
+
+fn top_artist(r: &ScreenResponse) -> &str {
+    r.matches.first().map_or("", |m| m.artist_id.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolled_voices_are_caught_authorized_uploads_pass_and_strangers_do_not_match() {
+    let Some(root) = common::librispeech_mini() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    let mut clients = Clients::connect(&server.url()).await;
+
+    let mut held_out = Vec::new();
+    for (speaker, files) in test_other_speakers(&root).into_iter().take(SPEAKERS) {
+        let artist = format!("spk-{speaker}");
+        clients.create_artist(&artist, &format!("Speaker {speaker}")).await;
+        let (_, rest) = enroll_first(&mut clients, &artist, &files, REFERENCES).await;
+        clients
+            .registry
+            .grant_authorization(vocalguard::proto::GrantAuthorizationRequest {
+                artist_id: artist.clone(),
+                party_id: "label-authorized".into(),
+                note: "test grant".into(),
+            })
+            .await
+            .unwrap();
+        held_out.extend(rest.into_iter().take(HELD_OUT).map(|f| (artist.clone(), f)));
+    }
+
+    let mut report = Vec::new();
+    let mut decided = 0;
+    for (artist, file) in &held_out {
+        let unauthorized = clients.screen(file, "uploader-unknown").await;
+        let min_voiced_s = unauthorized.thresholds.as_ref().unwrap().min_voiced_s as f64;
+        if unauthorized.voiced_s < min_voiced_s {
+            assert_eq!(decision(&unauthorized), "DECISION_NEEDS_REVIEW");
+            assert_eq!(unauthorized.review_reason, ReviewReason::InsufficientVoice as i32);
+            report.push(format!("{}: too short ({:.2} s voiced)", file.display(), unauthorized.voiced_s));
+            continue;
+        }
+        decided += 1;
+        let authorized = clients.screen(file, "label-authorized").await;
+        report.push(format!(
+            "{} ({artist}): {} / {} top {} agg {:.3}",
+            file.display(),
+            decision(&unauthorized),
+            decision(&authorized),
+            top_artist(&unauthorized),
+            unauthorized.matches.first().map_or(-1.0, |m| m.aggregate_score)
+        ));
+        assert_eq!(
+            decision(&unauthorized),
+            "DECISION_UNAUTHORIZED_MATCH",
+            "{}: {}",
+            file.display(),
+            unauthorized.explanation
+        );
+        assert_eq!(top_artist(&unauthorized), artist);
+        assert!(!unauthorized.matches[0].uploader_authorized);
+        assert_eq!(decision(&authorized), "DECISION_AUTHORIZED_MATCH");
+        assert_eq!(top_artist(&authorized), artist);
+        assert!(authorized.matches[0].uploader_authorized);
+        let context = unauthorized.context.as_ref().unwrap();
+        assert_eq!(context.model, "ge2e-resemblyzer");
+        assert_eq!(context.model_sha256.len(), 64);
+        assert!(context.registry_version >= (SPEAKERS * (REFERENCES + 2)) as u64);
+    }
+
+    assert!(
+        decided + 2 >= held_out.len(),
+        "only {decided} of {} held-out tracks had enough voice",
+        held_out.len()
+    );
+
+    let strangers: Vec<_> = flac_files(&root.join("train-clean-100"))
+        .into_iter()
+        .take(STRANGERS)
+        .collect();
+    let mut no_match = 0;
+    for file in &strangers {
+        let r = clients.screen(file, "uploader-unknown").await;
+        report.push(format!("{}: {} top {}", file.display(), decision(&r), top_artist(&r)));
+        assert!(
+            r.matches.iter().all(|m| !m.matched),
+            "a never-enrolled speaker matched: {}: {}",
+            file.display(),
+            r.explanation
+        );
+        match decision(&r) {
+            "DECISION_NO_MATCH" => no_match += 1,
+            "DECISION_NEEDS_REVIEW" => assert_eq!(r.review_reason, ReviewReason::GreyBand as i32),
+            other => panic!("{}: unexpected {other}", file.display()),
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(
+        no_match * 10 >= strangers.len() * 8,
+        "only {no_match} of {} strangers had NO_MATCH",
+        strangers.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_covers_the_enrolled_speaker_in_a_mixed_track() {
+    let Some(root) = common::librispeech_mini() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    let mut clients = Clients::connect(&server.url()).await;
+    let (speaker, files) = test_other_speakers(&root).remove(1);
+    let artist = format!("spk-{speaker}");
+    clients.create_artist(&artist, "Enrolled").await;
+    let (_, rest) = enroll_first(&mut clients, &artist, &files, REFERENCES).await;
+
+    let limits = DecodeLimits::default();
+    let longest = |files: &[std::path::PathBuf]| {
+        files
+            .iter()
+            .map(|f| load_file(f, &limits).unwrap().samples)
+            .max_by_key(|s| s.len())
+            .unwrap()
+    };
+    let stranger = longest(&flac_files(&root.join("train-clean-100"))[..6]);
+    let enrolled = longest(&rest);
+    let rate = 16_000.0;
+    let start = stranger.len() as f64 / rate;
+    let end = start + enrolled.len() as f64 / rate;
+    let mut track = stranger;
+    track.extend(&enrolled);
+    track.extend(std::iter::repeat_n(0.0, 5 * 16_000));
+    let r = clients
+        .screen_bytes("mixed", &wav_bytes(&track, 16_000), "uploader-unknown", AiDisclosure::AiGeneratedVocals)
+        .await
+        .unwrap();
+    assert_eq!(decision(&r), "DECISION_UNAUTHORIZED_MATCH", "{}", r.explanation);
+    let m = &r.matches[0];
+    assert_eq!(m.artist_id, artist);
+    let hop = r.thresholds.as_ref().unwrap().hop_s as f64;
+    let first = m.time_ranges.first().unwrap().start_s;
+    let last = m.time_ranges.last().unwrap().end_s;
+    eprintln!(
+        "enrolled part {start:.2}-{end:.2} s, evidence {:?}, hop {hop:.2} s",
+        m.time_ranges
+            .iter()
+            .map(|t| (t.start_s, t.end_s))
+            .collect::<Vec<_>>()
+    );
+    assert!((first - start).abs() <= hop, "evidence starts at {first:.2}, the voice at {start:.2}");
+    assert!((last - end).abs() <= hop, "evidence ends at {last:.2}, the voice at {end:.2}");
+    assert!(m.matched_voiced_share > 0.2 && m.matched_voiced_share < 0.9);
+    assert!(r.duration_s > end + 4.9);
+    assert!(r
+        .flags
+        .contains(&(vocalguard::proto::Flag::DisclosedAiImpersonation as i32)));
+}
