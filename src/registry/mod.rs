@@ -173,7 +173,7 @@ impl Default for EnrollmentPolicy {
     fn default() -> Self {
         Self {
             min_voiced_s: 4.0,
-            consistency_threshold: 0.65,
+            consistency_threshold: 0.72,
             collision_threshold: 0.80,
         }
     }
