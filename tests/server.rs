@@ -58,3 +58,93 @@ async fn serve_answers_ping_health_and_metrics_then_stops_on_sigterm() {
     let log = log.lock().unwrap();
     assert!(log.contains("vocalguard stopped"), "{log}");
 }
+
+/// A minute of real speech as WAV bytes, and its metadata.
+fn long_track(root: &std::path::Path) -> Vec<u8> {
+    let mut samples = Vec::new();
+    for file in common::grpc::flac_files(&root.join("train-clean-100")) {
+        samples.extend(
+            vocalguard::audio::load_file(&file, &Default::default())
+                .unwrap()
+                .samples,
+        );
+        if samples.len() > 60 * 16_000 {
+            break;
+        }
+    }
+    common::grpc::wav_bytes(&samples, 16_000)
+}
+
+fn track_metadata() -> vocalguard::proto::TrackMetadata {
+    vocalguard::proto::TrackMetadata {
+        track_id: "long".into(),
+        uploader_party_id: "p".into(),
+        credited_artist_ids: vec![],
+        ai_disclosure: vocalguard::proto::AiDisclosure::None as i32,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_are_honoured_and_shutdown_lets_in_flight_calls_finish() {
+    let Some(root) = common::librispeech_mini() else {
+        return;
+    };
+    let wav = long_track(&root);
+    let data = tempfile::tempdir().unwrap();
+    {
+        let strict = ServerProcess::start(data.path(), &["--request-timeout", "0.05"]);
+        let mut clients = common::grpc::Clients::connect(&strict.url()).await;
+        let expired = clients
+            .screen_bytes("long", &wav, "p", vocalguard::proto::AiDisclosure::None)
+            .await
+            .unwrap_err();
+        assert_eq!(expired.code(), tonic::Code::DeadlineExceeded, "{expired:?}");
+        assert!(expired.message().contains("deadline"), "{expired:?}");
+    }
+    let server = ServerProcess::start(data.path(), &["--workers", "1"]);
+    let mut clients = common::grpc::Clients::connect(&server.url()).await;
+
+    // tonic's client enforces a deadline it sends itself, and reports it as CANCELLED.
+    let mut hurried = tonic::Request::new(tokio_stream::iter(common::grpc::screen_messages(
+        track_metadata(),
+        &wav,
+    )));
+    hurried.set_timeout(std::time::Duration::from_millis(30));
+    let expired = clients.screening.screen(hurried).await.unwrap_err();
+    assert!(
+        matches!(expired.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        "{expired:?}"
+    );
+
+    let in_flight = {
+        let mut screening = clients.screening.clone();
+        let wav = wav.clone();
+        tokio::spawn(async move {
+            screening
+                .screen(tokio_stream::iter(common::grpc::screen_messages(
+                    track_metadata(),
+                    &wav,
+                )))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.signal_term();
+    let finished = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight call finishes")
+        .into_inner();
+    assert_eq!(
+        finished.decision,
+        vocalguard::proto::Decision::NoMatch as i32,
+        "{}",
+        finished.explanation
+    );
+    assert!(finished.duration_s > 59.0);
+    drop(clients);
+    let log = server.log.clone();
+    let exit = server.wait();
+    assert!(exit.success(), "{exit}");
+    assert!(log.lock().unwrap().contains("shutting down"));
+}

@@ -62,8 +62,18 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal_term();
+        self.wait()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
         signal(&self.child, "-TERM");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().expect("waiting for the server")
     }
 
