@@ -64,10 +64,10 @@ pub struct ServeArgs {
     queue_capacity: Option<usize>,
     /// A window matches an artist at or above this cosine score [default: 0.80].
     #[arg(long, env = "VOCALGUARD_MATCH_THRESHOLD", value_name = "SCORE")]
-    match_threshold: Option<f32>,
+    match_threshold: Option<f64>,
     /// Start of the grey band that sends a track to review [default: 0.74].
     #[arg(long, env = "VOCALGUARD_REVIEW_THRESHOLD", value_name = "SCORE")]
-    review_threshold: Option<f32>,
+    review_threshold: Option<f64>,
     /// Screening window, seconds of voiced audio [default: 3.1].
     #[arg(long, env = "VOCALGUARD_WINDOW", value_name = "SECONDS")]
     window: Option<f64>,

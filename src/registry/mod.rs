@@ -56,7 +56,7 @@ pub enum RegistryError {
         /// Best score against the artist's voiceprints.
         score: f32,
         /// The configured threshold.
-        threshold: f32,
+        threshold: f64,
     },
     /// The reference matches a different artist.
     #[error("the reference matches another registered artist, '{other_artist_id}' ({other_display_name}), with score {score:.3} (collision threshold {threshold:.3}); it was not enrolled")]
@@ -68,7 +68,7 @@ pub enum RegistryError {
         /// The score.
         score: f32,
         /// The configured threshold.
-        threshold: f32,
+        threshold: f64,
     },
     /// The registry was built with another model.
     #[error("the registry {path} was built with model {registry}, but this server loaded {loaded}. Embeddings of different models cannot be compared, and raw audio is not stored, so they cannot be recomputed: start with `--model {registry_name}` to use this registry, or use a new `--data-dir` with the new model and re-enroll every artist's reference recordings", registry_name = registry.name)]
@@ -163,9 +163,9 @@ pub struct EnrollmentPolicy {
     /// Least voiced audio a reference must hold, seconds.
     pub min_voiced_s: f64,
     /// A new reference must score at least this against the artist's existing voiceprints.
-    pub consistency_threshold: f32,
+    pub consistency_threshold: f64,
     /// A new reference scoring this or more against another artist is refused.
-    pub collision_threshold: f32,
+    pub collision_threshold: f64,
 }
 
 impl Default for EnrollmentPolicy {
@@ -375,7 +375,7 @@ impl Registry {
             (own, other)
         };
         if let Some(score) = consistency_score {
-            if score < self.policy.consistency_threshold {
+            if f64::from(score) < self.policy.consistency_threshold {
                 return Err(RegistryError::Inconsistent {
                     artist_id: artist_id.to_string(),
                     score,
@@ -384,7 +384,7 @@ impl Registry {
             }
         }
         if let Some((other, score)) = &nearest_other {
-            if *score >= self.policy.collision_threshold {
+            if f64::from(*score) >= self.policy.collision_threshold {
                 let other_display_name = self
                     .store
                     .artist(other)?

@@ -55,7 +55,7 @@ pub fn gather(
             let aggregate_score = median_of_descending(&sorted);
             let matching: Vec<usize> = scores
                 .iter()
-                .filter(|&&(_, s)| s >= config.match_threshold)
+                .filter(|&&(_, s)| f64::from(s) >= config.match_threshold)
                 .map(|&(i, _)| i)
                 .collect();
             let voiced: Vec<Range<f64>> = matching
@@ -69,7 +69,7 @@ pub fn gather(
             let covered: f64 = merge(voiced).iter().map(|r| r.end - r.start).sum();
             ArtistScores {
                 artist_id: artist.to_string(),
-                matched: aggregate_score >= config.match_threshold && matching.len() >= needed,
+                matched: f64::from(aggregate_score) >= config.match_threshold && matching.len() >= needed,
                 best_score: sorted.first().copied().unwrap_or(-1.0),
                 aggregate_score,
                 matching_windows: matching.len(),
@@ -81,7 +81,7 @@ pub fn gather(
                 time_ranges: merge(spans),
             }
         })
-        .filter(|a| a.matched || a.aggregate_score >= config.review_threshold)
+        .filter(|a| a.matched || f64::from(a.aggregate_score) >= config.review_threshold)
         .collect();
     out.sort_by(|a, b| {
         b.matched

@@ -28,10 +28,10 @@ pub enum ScreeningError {
 #[serde(deny_unknown_fields, default)]
 pub struct ScreeningConfig {
     /// A window matches an artist at or above this cosine score.
-    pub match_threshold: f32,
+    pub match_threshold: f64,
     /// An artist whose aggregate score reaches this, but who does not match, puts the track in
     /// the grey band (NEEDS_REVIEW).
-    pub review_threshold: f32,
+    pub review_threshold: f64,
     /// Less voiced audio than this, seconds, and the track needs review.
     pub min_voiced_s: f64,
     /// Window length, seconds of voiced audio.
@@ -70,7 +70,7 @@ impl ScreeningConfig {
 
     /// Checks that the values make sense together.
     pub fn validate(&self) -> Result<(), String> {
-        let unit = |x: f32| (-1.0..=1.0).contains(&x);
+        let unit = |x: f64| (-1.0..=1.0).contains(&x);
         if !unit(self.match_threshold) || !unit(self.review_threshold) {
             return Err("screening thresholds must lie in -1..1".into());
         }

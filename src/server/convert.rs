@@ -214,8 +214,8 @@ pub fn screen_response(
         windows: v.windows as u32,
         context: Some(context),
         thresholds: Some(proto::Thresholds {
-            r#match: config.match_threshold,
-            review: config.review_threshold,
+            r#match: config.match_threshold as f32,
+            review: config.review_threshold as f32,
             min_voiced_s: config.min_voiced_s as f32,
             window_s: v.window_s as f32,
             hop_s: v.hop_s as f32,
