@@ -338,11 +338,11 @@ impl Embedder {
             .collect();
         let hop = frontend.hop_length;
         let step = partial_step_frames(frontend);
-        let window_partials = ((config.window_s * rate / hop as f64 - frontend.partial_frames as f64)
-            / step as f64)
-            .round()
-            .max(0.0) as usize
-            + 1;
+        let window_partials =
+            ((config.window_s * rate / hop as f64 - frontend.partial_frames as f64) / step as f64)
+                .round()
+                .max(0.0) as usize
+                + 1;
         let hop_partials = ((config.hop_s * rate / hop as f64) / step as f64)
             .round()
             .max(1.0) as usize;

@@ -12,4 +12,3 @@ pub mod proto;
 pub mod registry;
 pub mod screening;
 pub mod server;
-

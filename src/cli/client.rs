@@ -22,7 +22,11 @@ const CHUNK_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone, Args)]
 pub struct Connection {
     /// Server URL.
-    #[arg(long, env = "VOCALGUARD_SERVER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "VOCALGUARD_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     server: String,
     /// Print the response as JSON.
     #[arg(long)]
@@ -126,7 +130,11 @@ fn artist_line(a: &Artist) -> String {
 pub fn artist(command: ArtistCommand) -> Result<ExitCode> {
     let rt = runtime()?;
     match command {
-        ArtistCommand::Create { display_name, id, conn } => {
+        ArtistCommand::Create {
+            display_name,
+            id,
+            conn,
+        } => {
             let reply = rt
                 .block_on(conn.registry(&rt)?.create_artist(CreateArtistRequest {
                     artist_id: id.unwrap_or_default(),
@@ -138,12 +146,19 @@ pub fn artist(command: ArtistCommand) -> Result<ExitCode> {
         }
         ArtistCommand::Get { artist_id, conn } => {
             let reply = rt
-                .block_on(conn.registry(&rt)?.get_artist(GetArtistRequest { artist_id }))
+                .block_on(
+                    conn.registry(&rt)?
+                        .get_artist(GetArtistRequest { artist_id }),
+                )
                 .map_err(failed("GetArtist"))?
                 .into_inner();
             conn.print(&reply, artist_line)
         }
-        ArtistCommand::List { page_size, page_token, conn } => {
+        ArtistCommand::List {
+            page_size,
+            page_token,
+            conn,
+        } => {
             let reply = rt
                 .block_on(conn.registry(&rt)?.list_artists(ListArtistsRequest {
                     page_size,
@@ -162,7 +177,10 @@ pub fn artist(command: ArtistCommand) -> Result<ExitCode> {
         }
         ArtistCommand::Delete { artist_id, conn } => {
             let reply = rt
-                .block_on(conn.registry(&rt)?.delete_artist(DeleteArtistRequest { artist_id }))
+                .block_on(
+                    conn.registry(&rt)?
+                        .delete_artist(DeleteArtistRequest { artist_id }),
+                )
                 .map_err(failed("DeleteArtist"))?
                 .into_inner();
             conn.print(&reply, |r| {
@@ -231,7 +249,9 @@ pub fn enroll(args: EnrollArgs) -> Result<ExitCode> {
         })),
     }];
     messages.extend(bytes.chunks(CHUNK_BYTES).map(|c| EnrollVoiceprintRequest {
-        part: Some(enroll_voiceprint_request::Part::Chunk(AudioChunk { data: c.to_vec() })),
+        part: Some(enroll_voiceprint_request::Part::Chunk(AudioChunk {
+            data: c.to_vec(),
+        })),
     }));
     let reply = rt
         .block_on(
@@ -285,7 +305,10 @@ pub fn voiceprint(command: VoiceprintCommand) -> Result<ExitCode> {
     match command {
         VoiceprintCommand::List { artist_id, conn } => {
             let reply = rt
-                .block_on(conn.registry(&rt)?.list_voiceprints(ListVoiceprintsRequest { artist_id }))
+                .block_on(
+                    conn.registry(&rt)?
+                        .list_voiceprints(ListVoiceprintsRequest { artist_id }),
+                )
                 .map_err(failed("ListVoiceprints"))?
                 .into_inner();
             conn.print(&reply, |r| {
@@ -304,7 +327,10 @@ pub fn voiceprint(command: VoiceprintCommand) -> Result<ExitCode> {
                     .join("\n")
             })
         }
-        VoiceprintCommand::Delete { voiceprint_id, conn } => {
+        VoiceprintCommand::Delete {
+            voiceprint_id,
+            conn,
+        } => {
             let reply = rt
                 .block_on(
                     conn.registry(&rt)?
@@ -312,7 +338,9 @@ pub fn voiceprint(command: VoiceprintCommand) -> Result<ExitCode> {
                 )
                 .map_err(failed("DeleteVoiceprint"))?
                 .into_inner();
-            conn.print(&reply, |r| format!("deleted (registry version {})", r.registry_version))
+            conn.print(&reply, |r| {
+                format!("deleted (registry version {})", r.registry_version)
+            })
         }
     }
 }
@@ -337,15 +365,22 @@ pub struct AuthorizeArgs {
 pub fn authorize(args: AuthorizeArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     let reply = rt
-        .block_on(args.conn.registry(&rt)?.grant_authorization(GrantAuthorizationRequest {
-            artist_id: args.artist,
-            party_id: args.party,
-            note: args.note,
-        }))
+        .block_on(
+            args.conn
+                .registry(&rt)?
+                .grant_authorization(GrantAuthorizationRequest {
+                    artist_id: args.artist,
+                    party_id: args.party,
+                    note: args.note,
+                }),
+        )
         .map_err(failed("GrantAuthorization"))?
         .into_inner();
     args.conn.print(&reply, |a| {
-        format!("{} may release music in the voice of {}", a.party_id, a.artist_id)
+        format!(
+            "{} may release music in the voice of {}",
+            a.party_id, a.artist_id
+        )
     })
 }
 
@@ -366,14 +401,19 @@ pub struct RevokeArgs {
 pub fn revoke(args: RevokeArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     let reply = rt
-        .block_on(args.conn.registry(&rt)?.revoke_authorization(RevokeAuthorizationRequest {
-            artist_id: args.artist,
-            party_id: args.party,
-        }))
+        .block_on(
+            args.conn
+                .registry(&rt)?
+                .revoke_authorization(RevokeAuthorizationRequest {
+                    artist_id: args.artist,
+                    party_id: args.party,
+                }),
+        )
         .map_err(failed("RevokeAuthorization"))?
         .into_inner();
-    args.conn
-        .print(&reply, |r| format!("revoked (registry version {})", r.registry_version))
+    args.conn.print(&reply, |r| {
+        format!("revoked (registry version {})", r.registry_version)
+    })
 }
 
 /// `vocalguard authorizations`.
@@ -389,9 +429,13 @@ pub struct AuthorizationsArgs {
 pub fn authorizations(args: AuthorizationsArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     let reply = rt
-        .block_on(args.conn.registry(&rt)?.list_authorizations(ListAuthorizationsRequest {
-            artist_id: args.artist_id,
-        }))
+        .block_on(
+            args.conn
+                .registry(&rt)?
+                .list_authorizations(ListAuthorizationsRequest {
+                    artist_id: args.artist_id,
+                }),
+        )
         .map_err(failed("ListAuthorizations"))?
         .into_inner();
     args.conn.print(&reply, |r| {
@@ -457,8 +501,8 @@ pub fn screen(args: ScreenArgs) -> Result<ExitCode> {
             Disclosure::AiGenerated => AiDisclosure::AiGeneratedVocals,
         } as i32,
     };
-    let mut client = ScreeningServiceClient::new(args.conn.channel(&rt)?)
-        .max_encoding_message_size(usize::MAX);
+    let mut client =
+        ScreeningServiceClient::new(args.conn.channel(&rt)?).max_encoding_message_size(usize::MAX);
     let reply = if args.unary {
         rt.block_on(client.screen_clip(ScreenClipRequest {
             metadata: Some(metadata),
@@ -504,12 +548,23 @@ fn screen_text(r: &ScreenResponse) -> String {
             m.best_score,
             m.matching_windows,
             m.matched_voiced_share * 100.0,
-            if m.uploader_authorized { ", uploader authorized" } else { "" },
-            if ranges.is_empty() { String::new() } else { format!(", at {}", ranges.join(" ")) }
+            if m.uploader_authorized {
+                ", uploader authorized"
+            } else {
+                ""
+            },
+            if ranges.is_empty() {
+                String::new()
+            } else {
+                format!(", at {}", ranges.join(" "))
+            }
         ));
     }
     for f in &r.flags {
-        lines.push(format!("  flag: {}", Flag::try_from(*f).map_or("?", |f| f.as_str_name())));
+        lines.push(format!(
+            "  flag: {}",
+            Flag::try_from(*f).map_or("?", |f| f.as_str_name())
+        ));
     }
     if let Some(c) = &r.context {
         lines.push(format!(

@@ -224,9 +224,8 @@ impl Registry {
         dim: usize,
         policy: EnrollmentPolicy,
     ) -> Result<Self, RegistryError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            RegistryError::Storage(format!("creating {}: {e}", data_dir.display()))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| RegistryError::Storage(format!("creating {}: {e}", data_dir.display())))?;
         let path = data_dir.join(Self::FILE_NAME);
         let store = Store::open(&path, model)?;
         let mut index = SearchIndex::new(dim);
@@ -307,10 +306,13 @@ impl Registry {
 
     /// One artist with its counts.
     pub fn artist(&self, artist_id: &str) -> Result<ArtistSummary, RegistryError> {
-        let artist = self.store.artist(artist_id)?.ok_or_else(|| RegistryError::NotFound {
-            what: "artist",
-            id: artist_id.to_string(),
-        })?;
+        let artist = self
+            .store
+            .artist(artist_id)?
+            .ok_or_else(|| RegistryError::NotFound {
+                what: "artist",
+                id: artist_id.to_string(),
+            })?;
         self.summarise(artist)
     }
 
@@ -356,10 +358,12 @@ impl Registry {
             )));
         }
         let _w = self.lock_writer();
-        self.store.artist(artist_id)?.ok_or_else(|| RegistryError::NotFound {
-            what: "artist",
-            id: artist_id.to_string(),
-        })?;
+        self.store
+            .artist(artist_id)?
+            .ok_or_else(|| RegistryError::NotFound {
+                what: "artist",
+                id: artist_id.to_string(),
+            })?;
         if embedding.voiced_s < self.policy.min_voiced_s {
             return Err(RegistryError::TooLittleVoice {
                 voiced_s: embedding.voiced_s,

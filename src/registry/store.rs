@@ -148,7 +148,8 @@ impl Store {
         let total = artists.len()?;
         let mut page = Vec::new();
         let range = match after {
-            Some(after) => artists.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+            Some(after) => artists
+                .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
             None => artists.range::<&str>(..)?,
         };
         for entry in range.take(limit) {
@@ -208,7 +209,9 @@ impl Store {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(AUTHORIZATIONS)?;
         let found = table.get(format!("{artist_id}\0{party_id}").as_str())?;
-        found.map(|v| decode(v.value(), "authorization")).transpose()
+        found
+            .map(|v| decode(v.value(), "authorization"))
+            .transpose()
     }
 
     /// Every authorization of one artist, in party order.
@@ -336,10 +339,18 @@ impl Store {
     }
 
     /// Revokes an authorization; `NotFound` if it was not granted.
-    pub fn delete_authorization(&self, artist_id: &str, party_id: &str) -> Result<u64, RegistryError> {
+    pub fn delete_authorization(
+        &self,
+        artist_id: &str,
+        party_id: &str,
+    ) -> Result<u64, RegistryError> {
         self.change(|tx| {
             let key = format!("{artist_id}\0{party_id}");
-            if tx.open_table(AUTHORIZATIONS)?.remove(key.as_str())?.is_none() {
+            if tx
+                .open_table(AUTHORIZATIONS)?
+                .remove(key.as_str())?
+                .is_none()
+            {
                 return Err(RegistryError::NotFound {
                     what: "authorization",
                     id: format!("{party_id} of artist {artist_id}"),

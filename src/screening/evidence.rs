@@ -69,7 +69,8 @@ pub fn gather(
             let covered: f64 = merge(voiced).iter().map(|r| r.end - r.start).sum();
             ArtistScores {
                 artist_id: artist.to_string(),
-                matched: f64::from(aggregate_score) >= config.match_threshold && matching.len() >= needed,
+                matched: f64::from(aggregate_score) >= config.match_threshold
+                    && matching.len() >= needed,
                 best_score: sorted.first().copied().unwrap_or(-1.0),
                 aggregate_score,
                 matching_windows: matching.len(),
@@ -164,7 +165,11 @@ mod tests {
 
     #[test]
     fn one_stray_window_does_not_match() {
-        let scores = gather(&track(6), &hits(&[0.3, 0.95, 0.5, 0.4, 0.2, 0.1]), &config());
+        let scores = gather(
+            &track(6),
+            &hits(&[0.3, 0.95, 0.5, 0.4, 0.2, 0.1]),
+            &config(),
+        );
         assert!(scores.is_empty(), "{scores:?}");
     }
 
@@ -187,11 +192,17 @@ mod tests {
         let mut per_window = hits(&[0.9, 0.9]);
         per_window.extend(vec![Vec::new(); 4]);
         let scores = gather(&track(6), &per_window, &config());
-        assert!(scores.is_empty(), "two of five best windows are not a median: {scores:?}");
+        assert!(
+            scores.is_empty(),
+            "two of five best windows are not a median: {scores:?}"
+        );
     }
 
     #[test]
     fn merge_joins_overlaps() {
-        assert_eq!(merge(vec![3.0..4.0, 0.0..1.0, 0.5..2.0]), vec![0.0..2.0, 3.0..4.0]);
+        assert_eq!(
+            merge(vec![3.0..4.0, 0.0..1.0, 0.5..2.0]),
+            vec![0.0..2.0, 3.0..4.0]
+        );
     }
 }

@@ -291,7 +291,11 @@ pub fn decide(
 ) -> (Decision, Vec<Flag>, String) {
     let mut flags = Vec::new();
     if voiced_s <= 0.0 {
-        return (Decision::NoVoice, flags, "no voice was found in the audio".into());
+        return (
+            Decision::NoVoice,
+            flags,
+            "no voice was found in the audio".into(),
+        );
     }
     let matched: Vec<&ArtistMatch> = matches.iter().filter(|m| m.matched).collect();
     let names = |ms: &[&ArtistMatch]| {

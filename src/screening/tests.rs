@@ -27,16 +27,29 @@ fn evidence(id: &str, matched: bool, authorized: bool, credited: bool) -> Artist
 }
 
 fn run(matches: &[ArtistMatch], voiced_s: f64, up: &Upload) -> (Decision, Vec<Flag>, String) {
-    decide(matches, voiced_s, up, &up.credited_artist_ids, &ScreeningConfig::default())
+    decide(
+        matches,
+        voiced_s,
+        up,
+        &up.credited_artist_ids,
+        &ScreeningConfig::default(),
+    )
 }
 
 #[test]
 fn unauthorized_voice_without_disclosure_is_flagged_as_undisclosed() {
-    let (d, flags, why) = run(&[evidence("ada", true, false, false)], 30.0, &upload(AiDisclosure::None, &[]));
+    let (d, flags, why) = run(
+        &[evidence("ada", true, false, false)],
+        30.0,
+        &upload(AiDisclosure::None, &[]),
+    );
     assert_eq!(d, Decision::UnauthorizedMatch);
     assert!(flags.contains(&Flag::UndisclosedProtectedVoice));
     assert!(flags.contains(&Flag::UncreditedProtectedVoice));
-    assert!(why.contains("ADA (ada)") && why.contains("declares no AI"), "{why}");
+    assert!(
+        why.contains("ADA (ada)") && why.contains("declares no AI"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -57,7 +70,10 @@ fn authorized_only_when_every_matched_artist_authorizes() {
     assert_eq!(d, Decision::AuthorizedMatch);
     assert!(flags.contains(&Flag::AuthorizedAiVoice));
     let (d, _, why) = run(
-        &[evidence("ada", true, true, false), evidence("bo", true, false, false)],
+        &[
+            evidence("ada", true, true, false),
+            evidence("bo", true, false, false),
+        ],
         30.0,
         &up,
     );

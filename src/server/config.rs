@@ -152,7 +152,9 @@ impl ServerConfig {
         self.screening.validate().map_err(ConfigError::Invalid)?;
         let l = &self.limits;
         if l.max_upload_bytes == 0 || l.max_message_bytes < 1024 {
-            return invalid("max_upload_bytes must be positive and max_message_bytes at least 1024".into());
+            return invalid(
+                "max_upload_bytes must be positive and max_message_bytes at least 1024".into(),
+            );
         }
         if !(l.max_duration_s > 0.0 && l.max_duration_s.is_finite()) {
             return invalid("max_duration_s must be a positive number of seconds".into());
@@ -161,14 +163,19 @@ impl ServerConfig {
             return invalid("request_timeout_s must be a positive number of seconds".into());
         }
         if self.inference.queue_capacity == 0 || self.inference.max_batch == 0 {
-            return invalid("inference.queue_capacity and inference.max_batch must be at least 1".into());
+            return invalid(
+                "inference.queue_capacity and inference.max_batch must be at least 1".into(),
+            );
         }
         let e = &self.enrollment;
-        if !(e.min_voiced_s >= 0.0)
+        if !(0.0..=f64::MAX).contains(&e.min_voiced_s)
             || !(-1.0..=1.0).contains(&e.consistency_threshold)
             || !(-1.0..=1.0).contains(&e.collision_threshold)
         {
-            return invalid("enrollment thresholds must lie in -1..1 and min_voiced_s must not be negative".into());
+            return invalid(
+                "enrollment thresholds must lie in -1..1 and min_voiced_s must not be negative"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -188,10 +195,9 @@ mod tests {
 
     #[test]
     fn a_partial_file_keeps_the_other_defaults() {
-        let cfg: ServerConfig = toml::from_str(
-            "listen = \"0.0.0.0:6000\"\n[screening]\nmatch_threshold = 0.9\n",
-        )
-        .unwrap();
+        let cfg: ServerConfig =
+            toml::from_str("listen = \"0.0.0.0:6000\"\n[screening]\nmatch_threshold = 0.9\n")
+                .unwrap();
         assert_eq!(cfg.listen.port(), 6000);
         assert_eq!(cfg.screening.match_threshold, 0.9);
         assert_eq!(cfg.screening.hop_s, ScreeningConfig::default().hop_s);

@@ -120,7 +120,10 @@ pub fn authorization(a: registry::Authorization) -> proto::Authorization {
 
 /// Core upload description from wire metadata, checked.
 pub fn upload(m: proto::TrackMetadata) -> Result<screening::Upload, Status> {
-    if m.track_id.is_empty() || m.track_id.chars().count() > 256 || m.track_id.chars().any(char::is_control) {
+    if m.track_id.is_empty()
+        || m.track_id.chars().count() > 256
+        || m.track_id.chars().any(char::is_control)
+    {
         return Err(Status::invalid_argument(
             "metadata.track_id must be 1-256 printable characters",
         ));
@@ -151,14 +154,23 @@ pub fn upload(m: proto::TrackMetadata) -> Result<screening::Upload, Status> {
 /// Wire decision name pieces.
 fn decision(d: Decision) -> (proto::Decision, proto::ReviewReason) {
     match d {
-        Decision::UnauthorizedMatch => (proto::Decision::UnauthorizedMatch, proto::ReviewReason::Unspecified),
-        Decision::AuthorizedMatch => (proto::Decision::AuthorizedMatch, proto::ReviewReason::Unspecified),
+        Decision::UnauthorizedMatch => (
+            proto::Decision::UnauthorizedMatch,
+            proto::ReviewReason::Unspecified,
+        ),
+        Decision::AuthorizedMatch => (
+            proto::Decision::AuthorizedMatch,
+            proto::ReviewReason::Unspecified,
+        ),
         Decision::NoMatch => (proto::Decision::NoMatch, proto::ReviewReason::Unspecified),
         Decision::NoVoice => (proto::Decision::NoVoice, proto::ReviewReason::Unspecified),
-        Decision::NeedsReview(ReviewReason::GreyBand) => (proto::Decision::NeedsReview, proto::ReviewReason::GreyBand),
-        Decision::NeedsReview(ReviewReason::InsufficientVoice) => {
-            (proto::Decision::NeedsReview, proto::ReviewReason::InsufficientVoice)
+        Decision::NeedsReview(ReviewReason::GreyBand) => {
+            (proto::Decision::NeedsReview, proto::ReviewReason::GreyBand)
         }
+        Decision::NeedsReview(ReviewReason::InsufficientVoice) => (
+            proto::Decision::NeedsReview,
+            proto::ReviewReason::InsufficientVoice,
+        ),
     }
 }
 

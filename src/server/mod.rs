@@ -81,7 +81,9 @@ impl Core {
             .map(|body| {
                 let mut response = Response::new(body);
                 if let Some(id) = id.clone() {
-                    response.metadata_mut().insert(telemetry::REQUEST_ID_KEY, id);
+                    response
+                        .metadata_mut()
+                        .insert(telemetry::REQUEST_ID_KEY, id);
                 }
                 response
             })
@@ -183,15 +185,26 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
         let metrics_listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for metrics on {addr}"))?;
-        tracing::info!("metrics on http://{}/metrics", metrics_listener.local_addr()?);
+        tracing::info!(
+            "metrics on http://{}/metrics",
+            metrics_listener.local_addr()?
+        );
         let mut stop = stop_rx.clone();
-        tokio::spawn(metrics::serve_metrics(metrics_listener, metrics.clone(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
+        tokio::spawn(metrics::serve_metrics(
+            metrics_listener,
+            metrics.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
     }
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<RegistryServiceServer<registry_api::RegistryApi>>().await;
-    health.set_serving::<ScreeningServiceServer<screening_api::ScreeningApi>>().await;
+    health
+        .set_serving::<RegistryServiceServer<registry_api::RegistryApi>>()
+        .await;
+    health
+        .set_serving::<ScreeningServiceServer<screening_api::ScreeningApi>>()
+        .await;
     health.set_serving::<PingServiceServer<Ping>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -222,9 +235,15 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
     let shutdown = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
-        health.set_not_serving::<RegistryServiceServer<registry_api::RegistryApi>>().await;
-        health.set_not_serving::<ScreeningServiceServer<screening_api::ScreeningApi>>().await;
-        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health
+            .set_not_serving::<RegistryServiceServer<registry_api::RegistryApi>>()
+            .await;
+        health
+            .set_not_serving::<ScreeningServiceServer<screening_api::ScreeningApi>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         let _ = stop_tx.send(true);
     };
     tonic::transport::Server::builder()

@@ -152,7 +152,10 @@ mod tests {
         while pool.depth() < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(pool.run(far, || 0).await, Err(PoolError::Busy { capacity: 1 }));
+        assert_eq!(
+            pool.run(far, || 0).await,
+            Err(PoolError::Busy { capacity: 1 })
+        );
         release_tx.send(()).unwrap();
         assert_eq!(blocker.await.unwrap(), Ok(()));
         assert_eq!(queued.await.unwrap(), Ok(1));

@@ -179,10 +179,11 @@ impl RegistryService for RegistryApi {
                     voiced_s = enrolled.voiceprint.voiced_s,
                     "voiceprint enrolled"
                 );
-                let (nearest_other_artist_id, nearest_other_artist_score) = match enrolled.nearest_other {
-                    Some((id, score)) => (id, Some(score)),
-                    None => (String::new(), None),
-                };
+                let (nearest_other_artist_id, nearest_other_artist_score) =
+                    match enrolled.nearest_other {
+                        Some((id, score)) => (id, Some(score)),
+                        None => (String::new(), None),
+                    };
                 Ok(EnrollVoiceprintResponse {
                     voiceprint: Some(convert::voiceprint(enrolled.voiceprint)),
                     consistency_score: enrolled.consistency_score,

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
 use tonic::{Status, Streaming};
 
-use crate::proto::{enroll_voiceprint_request, screen_request, EnrollMetadata, EnrollVoiceprintRequest, ScreenRequest, TrackMetadata};
+use crate::proto::{
+    enroll_voiceprint_request, screen_request, EnrollMetadata, EnrollVoiceprintRequest,
+    ScreenRequest, TrackMetadata,
+};
 
 /// The call's deadline: the client's `grpc-timeout`, capped by the server's default.
 pub fn deadline(metadata: &MetadataMap, default: Duration) -> Instant {
@@ -77,10 +80,9 @@ pub async fn collect_upload<R: UploadMessage>(
     mut stream: Streaming<R>,
     max_bytes: u64,
 ) -> Result<(R::Metadata, Vec<u8>), Status> {
-    let first = stream
-        .message()
-        .await?
-        .ok_or_else(|| Status::invalid_argument("empty stream: the first message must carry metadata"))?;
+    let first = stream.message().await?.ok_or_else(|| {
+        Status::invalid_argument("empty stream: the first message must carry metadata")
+    })?;
     let metadata = match first.into_part() {
         Some(Part::Metadata(m)) => m,
         Some(Part::Chunk(_)) => {
@@ -88,7 +90,11 @@ pub async fn collect_upload<R: UploadMessage>(
                 "the first message must carry metadata, not an audio chunk",
             ))
         }
-        None => return Err(Status::invalid_argument("a message carries neither metadata nor a chunk")),
+        None => {
+            return Err(Status::invalid_argument(
+                "a message carries neither metadata nor a chunk",
+            ))
+        }
     };
     let mut audio = Vec::new();
     while let Some(message) = stream.message().await? {
@@ -100,13 +106,21 @@ pub async fn collect_upload<R: UploadMessage>(
                 audio.extend_from_slice(&bytes);
             }
             Some(Part::Metadata(_)) => {
-                return Err(Status::invalid_argument("metadata sent twice: only the first message may carry it"))
+                return Err(Status::invalid_argument(
+                    "metadata sent twice: only the first message may carry it",
+                ))
             }
-            None => return Err(Status::invalid_argument("a message carries neither metadata nor a chunk")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "a message carries neither metadata nor a chunk",
+                ))
+            }
         }
     }
     if audio.is_empty() {
-        return Err(Status::invalid_argument("no audio: the stream held metadata but no audio bytes"));
+        return Err(Status::invalid_argument(
+            "no audio: the stream held metadata but no audio bytes",
+        ));
     }
     Ok((metadata, audio))
 }

@@ -84,7 +84,8 @@ async fn screen_bytes(
     let verdict = core
         .pool
         .run(deadline, move || {
-            let audio = audio::decode_to_16k_mono(bytes, None, &limits).map_err(convert::audio_status)?;
+            let audio =
+                audio::decode_to_16k_mono(bytes, None, &limits).map_err(convert::audio_status)?;
             screening::screen(&embedder, &registry, audio.samples, &upload, &config)
                 .map_err(screening_status)
         })
@@ -101,5 +102,7 @@ async fn screen_bytes(
         "screened"
     );
     let context = core.context(verdict.registry_version);
-    Ok(convert::screen_response(track_id, verdict, context, &config))
+    Ok(convert::screen_response(
+        track_id, verdict, context, &config,
+    ))
 }

@@ -18,7 +18,9 @@ pub const REQUEST_ID_KEY: &str = "x-request-id";
 const MAX_REQUEST_ID_LEN: usize = 64;
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines, coloured when stderr is a terminal.

@@ -61,7 +61,8 @@ impl Clients {
         artist: &str,
         path: &Path,
     ) -> Result<EnrollVoiceprintResponse, Status> {
-        self.enroll_bytes(artist, &std::fs::read(path).unwrap()).await
+        self.enroll_bytes(artist, &std::fs::read(path).unwrap())
+            .await
     }
 
     /// Screens `bytes` through the streaming RPC.
@@ -87,9 +88,14 @@ impl Clients {
     /// Screens a file, with no AI disclosed.
     pub async fn screen(&mut self, path: &Path, uploader: &str) -> ScreenResponse {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        self.screen_bytes(&name, &std::fs::read(path).unwrap(), uploader, AiDisclosure::None)
-            .await
-            .unwrap_or_else(|s| panic!("screening {name}: {s:?}"))
+        self.screen_bytes(
+            &name,
+            &std::fs::read(path).unwrap(),
+            uploader,
+            AiDisclosure::None,
+        )
+        .await
+        .unwrap_or_else(|s| panic!("screening {name}: {s:?}"))
     }
 }
 
@@ -103,7 +109,9 @@ pub fn enroll_messages(artist: &str, bytes: &[u8]) -> Vec<EnrollVoiceprintReques
         })),
     }];
     out.extend(bytes.chunks(64 * 1024).map(|c| EnrollVoiceprintRequest {
-        part: Some(enroll_voiceprint_request::Part::Chunk(AudioChunk { data: c.to_vec() })),
+        part: Some(enroll_voiceprint_request::Part::Chunk(AudioChunk {
+            data: c.to_vec(),
+        })),
     }));
     out
 }
@@ -163,7 +171,9 @@ pub async fn enroll_first(
         }
         match clients.enroll(artist, file).await {
             Ok(_) => enrolled.push(file.clone()),
-            Err(s) if s.code() == Code::FailedPrecondition && s.message().contains("voiced audio") => {
+            Err(s)
+                if s.code() == Code::FailedPrecondition && s.message().contains("voiced audio") =>
+            {
                 rest.push(file.clone())
             }
             Err(s) => panic!("enrolling {} for {artist}: {s:?}", file.display()),
