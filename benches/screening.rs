@@ -1,0 +1,888 @@
+//! Screening throughput and latency: the gRPC server against the in-process pipeline.
+//!
+//! Both paths enroll the same registry (the 10 `test-other` speakers of librispeech-mini, the
+//! first 3 utterances of each that enrollment accepts) and screen the same files (the 251
+//! `train-clean-100` utterances and the remaining `test-other` ones), read into memory first:
+//!
+//! - in process: `audio::decode_to_16k_mono` then `screening::screen`, set up from
+//!   `ServerConfig::default()` as the server is, on 2 threads, as the server's 2 inference
+//!   workers run them on a 2-core machine;
+//! - gRPC: the real `vocalguard serve` binary on loopback, `ScreeningService.Screen` streamed
+//!   in 1 MiB chunks by 8 concurrent client tasks.
+//!
+//! Throughput is audio seconds per wall second; the goal is gRPC ≥ 90% of in-process. Then a
+//! 30 s clip of one enrolled speaker is screened through gRPC N times at concurrency 1 and N
+//! times at concurrency 4 (4 tasks sharing the N calls), reporting the p50 and p99 of the
+//! client-side time per call (nearest rank: with 40 calls, p99 is the slowest) and calls per
+//! second. A table and one JSON line are printed.
+//!
+//! ```sh
+//! cargo bench --bench screening              # full: every file, N = 40
+//! cargo bench --bench screening -- --quick   # smoke test: every 6th file, N = 8
+//! cargo bench --bench screening -- --calls 100
+//! ```
+//!
+//! The data is read from `VOCALGUARD_LIBRISPEECH_MINI`, else `../shared/data/librispeech-mini`.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Cursor};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+use vocalguard::audio::{self, DecodeLimits};
+use vocalguard::embed::{EmbedError, Embedder};
+use vocalguard::encoder::{ResolveOptions, SpeakerModel};
+use vocalguard::proto::{self, registry_service_client::RegistryServiceClient};
+use vocalguard::proto::{screening_service_client::ScreeningServiceClient, ScreenResponse};
+use vocalguard::registry::{Registry, RegistryError, VoiceprintLabel};
+use vocalguard::screening::{self, AiDisclosure, Scoring, Upload};
+use vocalguard::server::ServerConfig;
+
+/// The server binary uses mimalloc; so does the in-process path, for a fair comparison.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Utterances enrolled per speaker.
+const ENROLL_PER_SPEAKER: usize = 3;
+/// Threads of the in-process path: the server's default worker count on this 2-core machine.
+const IN_PROCESS_THREADS: usize = 2;
+/// Concurrent calls of the gRPC throughput run.
+const GRPC_CONCURRENCY: usize = 8;
+/// Concurrency levels of the latency runs.
+const LATENCY_CONCURRENCY: [usize; 2] = [1, 4];
+/// Length of the latency clip, seconds.
+const CLIP_S: usize = 30;
+/// Bytes per streamed audio chunk, as the CLI client sends them.
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// The uploader every screened track names (authorized by nobody).
+const UPLOADER: &str = "bench-uploader";
+/// The quick run screens every this-many-th file.
+const QUICK_STRIDE: usize = 6;
+
+/// Command-line options (`cargo bench` adds `--bench`, which is ignored).
+struct Options {
+    quick: bool,
+    calls: usize,
+}
+
+fn options() -> Options {
+    let mut quick = false;
+    let mut calls = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--bench" => {}
+            "--quick" => quick = true,
+            "--calls" => {
+                calls = args.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0);
+                if calls.is_none() {
+                    usage("--calls needs a positive number");
+                }
+            }
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    Options {
+        quick,
+        calls: calls.unwrap_or(if quick { 8 } else { 40 }),
+    }
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("{problem}\nusage: cargo bench --bench screening -- [--quick] [--calls N]");
+    std::process::exit(2);
+}
+
+/// One `test-other` speaker and their utterances, sorted by name.
+struct Speaker {
+    id: String,
+    utterances: Vec<PathBuf>,
+}
+
+fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("VOCALGUARD_LIBRISPEECH_MINI").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/librispeech-mini"),
+        PathBuf::from,
+    );
+    if !dir.join("test-other").is_dir() || !dir.join("train-clean-100").is_dir() {
+        eprintln!(
+            "librispeech-mini not found at {} (no test-other/ and train-clean-100/ there); \
+             set VOCALGUARD_LIBRISPEECH_MINI to its folder",
+            dir.display()
+        );
+        std::process::exit(1);
+    }
+    dir
+}
+
+/// The `.flac` files directly in `dir`, sorted.
+fn flac_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .map(|entry| entry.expect("reading a directory entry").path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "flac"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn speakers(data: &Path) -> Vec<Speaker> {
+    let root = data.join("test-other");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", root.display()))
+        .map(|entry| entry.expect("reading a directory entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|dir| Speaker {
+            id: file_name(&dir),
+            utterances: flac_files(&dir),
+        })
+        .collect()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn display_name(speaker: &Speaker) -> String {
+    format!("LibriSpeech speaker {}", speaker.id)
+}
+
+/// The server's pipeline in this process, set up as `vocalguard serve` sets it up from its
+/// default configuration, with a fresh registry.
+struct Pipeline {
+    embedder: Embedder,
+    registry: Registry,
+    scoring: Scoring,
+    limits: DecodeLimits,
+    _registry_dir: tempfile::TempDir,
+}
+
+impl Pipeline {
+    fn new() -> Self {
+        let config = ServerConfig::default();
+        let model = SpeakerModel::load(&config.model, &ResolveOptions::from_env())
+            .expect("loading the model");
+        let limits = DecodeLimits {
+            max_duration_s: config.limits.max_duration_s,
+        };
+        let embedder = Embedder::new(model, limits.clone())
+            .expect("building the pipeline")
+            .with_max_batch(config.inference.max_batch);
+        let registry_dir = tempfile::tempdir().expect("a temporary directory");
+        let registry = Registry::open(
+            registry_dir.path(),
+            embedder.model_id(),
+            embedder.model().card().embedding_dim,
+            config.enrollment,
+        )
+        .expect("opening the registry");
+        let scoring = config
+            .scoring(embedder.model_id())
+            .expect("the default scoring");
+        Self {
+            embedder,
+            registry,
+            scoring,
+            limits,
+            _registry_dir: registry_dir,
+        }
+    }
+}
+
+/// Enrolls each speaker's first accepted utterances in process; returns them per speaker.
+fn enroll_in_process(pipeline: &Pipeline, speakers: &[Speaker]) -> Vec<Vec<PathBuf>> {
+    let Pipeline {
+        embedder, registry, ..
+    } = pipeline;
+    speakers
+        .iter()
+        .map(|speaker| {
+            registry
+                .create_artist(&speaker.id, &display_name(speaker))
+                .expect("creating an artist");
+            let mut enrolled = Vec::new();
+            for path in &speaker.utterances {
+                if enrolled.len() == ENROLL_PER_SPEAKER {
+                    break;
+                }
+                let embedding = match embedder.embed_file(path) {
+                    Ok(embedding) => embedding,
+                    Err(EmbedError::NoVoice { .. }) => continue,
+                    Err(e) => panic!("embedding {}: {e}", path.display()),
+                };
+                let description = file_name(path);
+                match registry.enroll(
+                    &speaker.id,
+                    VoiceprintLabel::Speaking,
+                    &description,
+                    &embedding,
+                ) {
+                    Ok(_) => enrolled.push(path.clone()),
+                    Err(
+                        RegistryError::TooLittleVoice { .. }
+                        | RegistryError::Inconsistent { .. }
+                        | RegistryError::Collision { .. },
+                    ) => {}
+                    Err(e) => panic!("enrolling {}: {e}", path.display()),
+                }
+            }
+            enrolled
+        })
+        .collect()
+}
+
+/// An audio file read into memory.
+struct Track {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// What screening one track gave: its decision (wire name without prefix) and duration.
+struct Screened {
+    decision: String,
+    duration_s: f64,
+}
+
+fn read_tracks(paths: &[PathBuf]) -> Vec<Track> {
+    paths
+        .iter()
+        .map(|p| Track {
+            name: file_name(p),
+            bytes: std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display())),
+        })
+        .collect()
+}
+
+/// Screens every track in process on [`IN_PROCESS_THREADS`] threads; returns the results in
+/// track order and the wall time.
+fn screen_in_process(pipeline: &Pipeline, tracks: &[Track]) -> (Vec<Screened>, Duration) {
+    let Pipeline {
+        embedder,
+        registry,
+        scoring,
+        limits,
+        ..
+    } = pipeline;
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    let mut results: Vec<(usize, Screened)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..IN_PROCESS_THREADS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(track) = tracks.get(i) else {
+                            break done;
+                        };
+                        let upload = Upload {
+                            track_id: track.name.clone(),
+                            uploader_party_id: UPLOADER.to_string(),
+                            credited_artist_ids: Vec::new(),
+                            ai_disclosure: AiDisclosure::None,
+                        };
+                        let decoded = audio::decode_to_16k_mono(track.bytes.clone(), None, limits)
+                            .unwrap_or_else(|e| panic!("decoding {}: {e}", track.name));
+                        let verdict = screening::screen(
+                            embedder,
+                            registry,
+                            decoded.samples,
+                            &upload,
+                            scoring,
+                        )
+                        .unwrap_or_else(|e| panic!("screening {}: {e}", track.name));
+                        done.push((
+                            i,
+                            Screened {
+                                decision: verdict.decision.name().to_string(),
+                                duration_s: verdict.duration_s,
+                            },
+                        ));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("an in-process worker panicked"))
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    results.sort_by_key(|(i, _)| *i);
+    (results.into_iter().map(|(_, s)| s).collect(), elapsed)
+}
+
+/// A running `vocalguard serve`, killed if dropped before [`Server::stop`].
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server on an ephemeral loopback port with a fresh registry in `data_dir`,
+    /// with no `VOCALGUARD_*` or `RUST_LOG` setting from this environment, and waits until it
+    /// logs where it listens.
+    fn start(data_dir: &Path) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vocalguard"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("VOCALGUARD_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .env_remove("RUST_LOG")
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--log-filter",
+                "info",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting vocalguard serve");
+        let mut reader = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                let status = child.wait().expect("waiting for the server");
+                panic!(
+                    "vocalguard serve exited ({status}) before listening:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+            log.lock().unwrap().push_str(&line);
+            if let Some(addr) = address_after(&line, "listening on ") {
+                break addr;
+            }
+        };
+        let collected = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                collected.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Self { child, addr, log }
+    }
+
+    /// The log lines at WARN or ERROR level so far, but for the expected refusals of
+    /// references with too little voice.
+    fn problems(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .filter(|l| {
+                !(l.contains("method=\"EnrollVoiceprint\"")
+                    && l.contains("code=FailedPrecondition"))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the exit; returns the status and the time it
+    /// took, or `None` if the server was still running (it is then killed when dropped).
+    fn stop(&mut self, grace: Duration) -> Option<(ExitStatus, Duration)> {
+        let sent = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        while sent.elapsed() < grace {
+            if let Some(status) = self.child.try_wait().expect("polling the server") {
+                return Some((status, sent.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn address_after(line: &str, marker: &str) -> Option<String> {
+    line.split(marker)
+        .nth(1)?
+        .split(|c: char| c.is_whitespace() || c == '/' || c == '"')
+        .next()
+        .map(str::to_string)
+}
+
+/// Creates the speakers' artists through gRPC and enrolls each one's first accepted
+/// utterances (a FAILED_PRECONDITION refusal skips the file); returns them per speaker.
+async fn enroll_grpc(channel: Channel, speakers: &[Speaker]) -> Vec<Vec<PathBuf>> {
+    let mut client = RegistryServiceClient::new(channel);
+    let mut all = Vec::new();
+    for speaker in speakers {
+        client
+            .create_artist(proto::CreateArtistRequest {
+                artist_id: speaker.id.clone(),
+                display_name: display_name(speaker),
+            })
+            .await
+            .expect("CreateArtist");
+        let mut enrolled = Vec::new();
+        for path in &speaker.utterances {
+            if enrolled.len() == ENROLL_PER_SPEAKER {
+                break;
+            }
+            let bytes = std::fs::read(path).expect("reading a reference");
+            let mut messages = vec![proto::EnrollVoiceprintRequest {
+                part: Some(proto::enroll_voiceprint_request::Part::Metadata(
+                    proto::EnrollMetadata {
+                        artist_id: speaker.id.clone(),
+                        label: proto::VoiceprintLabel::Speaking as i32,
+                        description: file_name(path),
+                    },
+                )),
+            }];
+            messages.extend(
+                bytes
+                    .chunks(CHUNK_BYTES)
+                    .map(|c| proto::EnrollVoiceprintRequest {
+                        part: Some(proto::enroll_voiceprint_request::Part::Chunk(
+                            proto::AudioChunk { data: c.to_vec() },
+                        )),
+                    }),
+            );
+            match client.enroll_voiceprint(tokio_stream::iter(messages)).await {
+                Ok(_) => enrolled.push(path.clone()),
+                Err(s) if s.code() == Code::FailedPrecondition => {}
+                Err(s) => panic!(
+                    "EnrollVoiceprint {}: {:?}: {}",
+                    path.display(),
+                    s.code(),
+                    s.message()
+                ),
+            }
+        }
+        all.push(enrolled);
+    }
+    all
+}
+
+/// Screens `bytes` through `ScreeningService.Screen`, metadata then 1 MiB chunks.
+async fn screen_grpc(
+    mut client: ScreeningServiceClient<Channel>,
+    track_id: String,
+    bytes: &[u8],
+) -> ScreenResponse {
+    let mut messages = vec![proto::ScreenRequest {
+        part: Some(proto::screen_request::Part::Metadata(
+            proto::TrackMetadata {
+                track_id: track_id.clone(),
+                uploader_party_id: UPLOADER.to_string(),
+                credited_artist_ids: Vec::new(),
+                ai_disclosure: proto::AiDisclosure::None as i32,
+            },
+        )),
+    }];
+    messages.extend(bytes.chunks(CHUNK_BYTES).map(|c| proto::ScreenRequest {
+        part: Some(proto::screen_request::Part::Chunk(proto::AudioChunk {
+            data: c.to_vec(),
+        })),
+    }));
+    client
+        .screen(tokio_stream::iter(messages))
+        .await
+        .unwrap_or_else(|s| panic!("Screen {track_id}: {:?}: {}", s.code(), s.message()))
+        .into_inner()
+}
+
+/// The wire decision without its `DECISION_` prefix, as the core names it.
+fn decision_name(response: &ScreenResponse) -> String {
+    proto::Decision::try_from(response.decision).map_or_else(
+        |_| response.decision.to_string(),
+        |d| d.as_str_name().trim_start_matches("DECISION_").to_string(),
+    )
+}
+
+/// Makes `calls` calls from `tasks` concurrent tasks, each taking the next call index from a
+/// shared counter; returns each call's index, result and client-side time, and the wall time.
+async fn drive<T, F, Fut>(
+    tasks: usize,
+    calls: usize,
+    call: F,
+) -> (Vec<(usize, T, Duration)>, Duration)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (call, next) = (Arc::clone(&call), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= calls {
+                        break done;
+                    }
+                    let sent = Instant::now();
+                    let result = call(i).await;
+                    done.push((i, result, sent.elapsed()));
+                }
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(calls);
+    for handle in handles {
+        results.extend(handle.await.expect("a client task panicked"));
+    }
+    let elapsed = started.elapsed();
+    results.sort_by_key(|(i, _, _)| *i);
+    (results, elapsed)
+}
+
+/// `CLIP_S` seconds of the given utterances concatenated, as a 16-bit PCM WAV file.
+fn clip_wav(utterances: &[PathBuf]) -> Vec<u8> {
+    let rate = audio::TARGET_SAMPLE_RATE;
+    let wanted = CLIP_S * rate as usize;
+    let mut samples = Vec::with_capacity(wanted);
+    for path in utterances {
+        if samples.len() >= wanted {
+            break;
+        }
+        let decoded = audio::load_file(path, &DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("decoding {}: {e}", path.display()));
+        samples.extend(decoded.samples);
+    }
+    assert!(
+        samples.len() >= wanted,
+        "the utterances hold less than {CLIP_S} s of audio"
+    );
+    samples.truncate(wanted);
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut wav, spec).expect("a WAV header");
+    for s in samples {
+        writer
+            .write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
+            .expect("writing a sample");
+    }
+    writer.finalize().expect("finishing the WAV file");
+    wav.into_inner()
+}
+
+/// Latency figures of one concurrency level.
+struct Latency {
+    concurrency: usize,
+    calls: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    calls_per_s: f64,
+    decision: String,
+}
+
+/// The nearest-rank `p` quantile of `sorted`, milliseconds.
+fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1e3
+}
+
+/// Screens the clip `calls` times from `concurrency` tasks sharing the calls.
+async fn latency(
+    channel: &Channel,
+    clip: &Arc<Vec<u8>>,
+    concurrency: usize,
+    calls: usize,
+) -> Latency {
+    let (channel, clip) = (channel.clone(), Arc::clone(clip));
+    let (results, wall) = drive(concurrency, calls, move |i| {
+        let client = ScreeningServiceClient::new(channel.clone());
+        let clip = Arc::clone(&clip);
+        async move { screen_grpc(client, format!("clip-{i}"), &clip).await }
+    })
+    .await;
+    let mut times: Vec<Duration> = results.iter().map(|(_, _, t)| *t).collect();
+    times.sort();
+    Latency {
+        concurrency,
+        calls,
+        p50_ms: quantile_ms(&times, 0.50),
+        p99_ms: quantile_ms(&times, 0.99),
+        calls_per_s: calls as f64 / wall.as_secs_f64(),
+        decision: decision_name(&results[0].1),
+    }
+}
+
+/// Enrolls through gRPC, screens the tracks at [`GRPC_CONCURRENCY`], then measures the clip's
+/// latency; returns the responses in track order, the screening wall time and the latencies.
+async fn grpc_phase(
+    addr: &str,
+    speakers: &[Speaker],
+    enrolled: &[Vec<PathBuf>],
+    tracks: &Arc<Vec<Track>>,
+    calls: usize,
+) -> (Vec<ScreenResponse>, Duration, Vec<Latency>) {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("connecting to the server");
+    println!("gRPC: enrolling {} speakers", speakers.len());
+    let remote_enrolled = enroll_grpc(channel.clone(), speakers).await;
+    assert!(
+        remote_enrolled == enrolled,
+        "the server enrolled other utterances than the in-process registry"
+    );
+
+    println!(
+        "gRPC: screening {} files, {GRPC_CONCURRENCY} concurrent calls",
+        tracks.len()
+    );
+    let (screening_channel, files) = (channel.clone(), Arc::clone(tracks));
+    let (results, wall) = drive(GRPC_CONCURRENCY, tracks.len(), move |i| {
+        let client = ScreeningServiceClient::new(screening_channel.clone());
+        let files = Arc::clone(&files);
+        async move { screen_grpc(client, files[i].name.clone(), &files[i].bytes).await }
+    })
+    .await;
+    let responses = results.into_iter().map(|(_, r, _)| r).collect();
+
+    let (speaker, used) = speakers
+        .iter()
+        .zip(enrolled)
+        .find(|(_, e)| !e.is_empty())
+        .expect("at least one enrolled speaker");
+    let held_out: Vec<PathBuf> = speaker
+        .utterances
+        .iter()
+        .filter(|p| !used.contains(p))
+        .cloned()
+        .collect();
+    let clip = Arc::new(clip_wav(&held_out));
+    let mut latencies = Vec::new();
+    for concurrency in LATENCY_CONCURRENCY {
+        println!(
+            "gRPC: {CLIP_S} s clip of speaker {}, {calls} calls at concurrency {concurrency}",
+            speaker.id
+        );
+        latencies.push(latency(&channel, &clip, concurrency, calls).await);
+    }
+    (responses, wall, latencies)
+}
+
+/// What a run measured.
+struct Report {
+    quick: bool,
+    files: usize,
+    audio_s: f64,
+    speakers: usize,
+    voiceprints: usize,
+    local_wall: Duration,
+    remote_wall: Duration,
+    remote_audio_s: f64,
+    mismatches: usize,
+    latencies: Vec<Latency>,
+    stopped: Option<(ExitStatus, Duration)>,
+    problems: Vec<String>,
+}
+
+impl Report {
+    fn local_rate(&self) -> f64 {
+        self.audio_s / self.local_wall.as_secs_f64()
+    }
+
+    fn remote_rate(&self) -> f64 {
+        self.remote_audio_s / self.remote_wall.as_secs_f64()
+    }
+
+    fn print_table(&self) {
+        println!();
+        println!(
+            "screening {} files ({:.1} s of audio), {} voiceprints of {} speakers{}",
+            self.files,
+            self.audio_s,
+            self.voiceprints,
+            self.speakers,
+            if self.quick { ", quick run" } else { "" }
+        );
+        println!("{:<24} {:>8} {:>14}", "path", "wall s", "audio s / s");
+        println!(
+            "{:<24} {:>8.2} {:>14.1}",
+            format!("in-process, {IN_PROCESS_THREADS} threads"),
+            self.local_wall.as_secs_f64(),
+            self.local_rate()
+        );
+        println!(
+            "{:<24} {:>8.2} {:>14.1}",
+            format!("gRPC, {GRPC_CONCURRENCY} concurrent"),
+            self.remote_wall.as_secs_f64(),
+            self.remote_rate()
+        );
+        println!(
+            "gRPC / in-process: {:.1}% (goal >= 90%); tracks whose decision or duration differs \
+             between the paths: {}",
+            self.remote_rate() / self.local_rate() * 100.0,
+            self.mismatches
+        );
+        println!();
+        println!(
+            "{CLIP_S} s clip through gRPC ({}), client time per call:",
+            self.latencies[0].decision
+        );
+        println!(
+            "{:>11} {:>6} {:>8} {:>8} {:>8}",
+            "concurrency", "calls", "p50 ms", "p99 ms", "calls/s"
+        );
+        for l in &self.latencies {
+            println!(
+                "{:>11} {:>6} {:>8.1} {:>8.1} {:>8.2}",
+                l.concurrency, l.calls, l.p50_ms, l.p99_ms, l.calls_per_s
+            );
+        }
+        match self.stopped {
+            Some((status, took)) => println!(
+                "server stopped on SIGTERM in {:.2} s ({status})",
+                took.as_secs_f64()
+            ),
+            None => println!("server still running 30 s after SIGTERM; killed"),
+        }
+        if !self.problems.is_empty() {
+            println!("server warnings and errors:");
+            for line in &self.problems {
+                println!("  {line}");
+            }
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut json = serde_json::json!({
+            "quick": self.quick,
+            "files": self.files,
+            "audio_s": r3(self.audio_s),
+            "voiceprints": self.voiceprints,
+            "inprocess_threads": IN_PROCESS_THREADS,
+            "grpc_concurrency": GRPC_CONCURRENCY,
+            "inprocess_audio_s_per_s": r3(self.local_rate()),
+            "grpc_audio_s_per_s": r3(self.remote_rate()),
+            "ratio": r3(self.remote_rate() / self.local_rate()),
+            "mismatches": self.mismatches,
+            "server_stopped": self.stopped.is_some_and(|(status, _)| status.success()),
+            "server_warnings": self.problems.len(),
+        });
+        for l in &self.latencies {
+            let key = |what: &str| format!("latency_{CLIP_S}s_c{}_{what}", l.concurrency);
+            json[key("calls")] = l.calls.into();
+            json[key("p50_ms")] = r3(l.p50_ms).into();
+            json[key("p99_ms")] = r3(l.p99_ms).into();
+            json[key("calls_per_s")] = r3(l.calls_per_s).into();
+        }
+        json
+    }
+}
+
+/// `x` rounded to 3 decimals, for the JSON line.
+fn r3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+fn main() {
+    let opts = options();
+    let data = data_dir();
+    let speakers = speakers(&data);
+    assert!(!speakers.is_empty(), "no speakers under test-other/");
+
+    println!(
+        "in-process: loading the model and enrolling {} speakers",
+        speakers.len()
+    );
+    let pipeline = Pipeline::new();
+    let enrolled = enroll_in_process(&pipeline, &speakers);
+
+    let mut screening_paths: Vec<PathBuf> = speakers
+        .iter()
+        .zip(&enrolled)
+        .flat_map(|(s, e)| s.utterances.iter().filter(|p| !e.contains(p)).cloned())
+        .chain(flac_files(&data.join("train-clean-100")))
+        .collect();
+    if opts.quick {
+        screening_paths = screening_paths.into_iter().step_by(QUICK_STRIDE).collect();
+    }
+    let tracks = Arc::new(read_tracks(&screening_paths));
+
+    println!(
+        "in-process: screening {} files on {IN_PROCESS_THREADS} threads",
+        tracks.len()
+    );
+    let (local, local_wall) = screen_in_process(&pipeline, &tracks);
+    drop(pipeline);
+
+    let server_dir = tempfile::tempdir().expect("a temporary directory");
+    let mut server = Server::start(server_dir.path());
+    println!("gRPC: server on {}", server.addr);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the async runtime");
+    let (remote, remote_wall, latencies) = runtime.block_on(grpc_phase(
+        &server.addr,
+        &speakers,
+        &enrolled,
+        &tracks,
+        opts.calls,
+    ));
+    let problems = server.problems();
+    let stopped = server.stop(Duration::from_secs(30));
+
+    let report = Report {
+        quick: opts.quick,
+        files: tracks.len(),
+        audio_s: local.iter().map(|s| s.duration_s).sum(),
+        speakers: speakers.len(),
+        voiceprints: enrolled.iter().map(Vec::len).sum(),
+        local_wall,
+        remote_wall,
+        remote_audio_s: remote.iter().map(|r| r.duration_s).sum(),
+        mismatches: local
+            .iter()
+            .zip(&remote)
+            .filter(|(l, r)| {
+                l.decision != decision_name(r) || (l.duration_s - r.duration_s).abs() > 1e-6
+            })
+            .count(),
+        latencies,
+        stopped,
+        problems,
+    };
+    report.print_table();
+    println!("{}", report.json());
+}
