@@ -7,9 +7,15 @@ use protox::prost::Message;
 const ENUM_FIELDS: [(&str, &str); 6] = [
     (".vocalguard.v1.Voiceprint.label", "voiceprint_label"),
     (".vocalguard.v1.EnrollMetadata.label", "voiceprint_label"),
-    (".vocalguard.v1.TrackMetadata.ai_disclosure", "ai_disclosure"),
+    (
+        ".vocalguard.v1.TrackMetadata.ai_disclosure",
+        "ai_disclosure",
+    ),
     (".vocalguard.v1.ScreenResponse.decision", "decision"),
-    (".vocalguard.v1.ScreenResponse.review_reason", "review_reason"),
+    (
+        ".vocalguard.v1.ScreenResponse.review_reason",
+        "review_reason",
+    ),
     (".vocalguard.v1.ScreenResponse.flags", "flags"),
 ];
 

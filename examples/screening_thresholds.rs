@@ -61,8 +61,15 @@ fn main() {
     let policy = EnrollmentPolicy::default();
     let mut index = SearchIndex::new(embedder.model().card().embedding_dim);
     let mut targets = Vec::new();
-    for speaker_dir in files(&root.join("test-other")).into_iter().filter(|p| p.is_dir()) {
-        let speaker = speaker_dir.file_name().unwrap().to_string_lossy().to_string();
+    for speaker_dir in files(&root.join("test-other"))
+        .into_iter()
+        .filter(|p| p.is_dir())
+    {
+        let speaker = speaker_dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let mut enrolled = 0;
         for file in files(&speaker_dir) {
             if file.extension().is_none_or(|e| e != "flac") {
@@ -84,12 +91,15 @@ fn main() {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "flac"))
         .collect();
-    let (mut tw, mut nw, mut ta, mut na, mut own_best_other) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut tw, mut nw, mut ta, mut na, mut own_best_other) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let mut nontarget_track_max = Vec::new();
     let mut decisions = [[0usize; 4]; 2];
     let mut score_track = |path: &Path, truth: Option<&str>| {
         let audio = audio::load_file(path, &DecodeLimits::default()).expect("decoding");
-        let track = embedder.embed_windows(audio.samples, &config.windows()).expect("windows");
+        let track = embedder
+            .embed_windows(audio.samples, &config.windows())
+            .expect("windows");
         let everyone = index.len();
         let per_window: Vec<Vec<(String, f32)>> = track
             .windows
@@ -118,7 +128,12 @@ fn main() {
             }
         }
         if truth.is_none() {
-            nontarget_track_max.push(evidence.iter().map(|e| e.aggregate_score).fold(-1.0f32, f32::max));
+            nontarget_track_max.push(
+                evidence
+                    .iter()
+                    .map(|e| e.aggregate_score)
+                    .fold(-1.0f32, f32::max),
+            );
         }
         if truth.is_some() {
             let other = evidence
@@ -153,7 +168,9 @@ fn main() {
     );
     percentiles("window scores, same speaker", tw);
     percentiles("window scores, other speakers", nw);
-    println!("threshold  held-out targets below  non-target tracks at or above (their best artist)");
+    println!(
+        "threshold  held-out targets below  non-target tracks at or above (their best artist)"
+    );
     for step in 0..=16 {
         let x = 0.70 + step as f32 * 0.01;
         println!(

@@ -31,30 +31,57 @@ async fn enrollment_refuses_short_inconsistent_and_colliding_references() {
     c.create_artist("artist-a", &format!("Speaker {a}")).await;
     let (enrolled, rest) = enroll_first(&mut c, "artist-a", a_files, 2).await;
 
-    let short = wav_bytes(&vocalguard::audio::load_file(&rest[0], &Default::default()).unwrap().samples[..16_000], 16_000);
+    let short = wav_bytes(
+        &vocalguard::audio::load_file(&rest[0], &Default::default())
+            .unwrap()
+            .samples[..16_000],
+        16_000,
+    );
     let refused = c.enroll_bytes("artist-a", &short).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(refused.message().contains("voiced audio") && refused.message().contains("4.00 s"), "{}", refused.message());
+    assert!(
+        refused.message().contains("voiced audio") && refused.message().contains("4.00 s"),
+        "{}",
+        refused.message()
+    );
 
     let wrong = c.enroll("artist-a", &b_files[0]).await.unwrap_err();
     assert_eq!(wrong.code(), Code::FailedPrecondition);
-    assert!(wrong.message().contains("does not match artist 'artist-a'") && wrong.message().contains("best score 0."), "{}", wrong.message());
+    assert!(
+        wrong.message().contains("does not match artist 'artist-a'")
+            && wrong.message().contains("best score 0."),
+        "{}",
+        wrong.message()
+    );
 
     c.create_artist("impostor", "Impostor").await;
     let stolen = c.enroll("impostor", &rest[1]).await.unwrap_err();
     assert_eq!(stolen.code(), Code::FailedPrecondition);
-    assert!(stolen.message().contains("'artist-a'") && stolen.message().contains(&format!("Speaker {a}")), "{}", stolen.message());
+    assert!(
+        stolen.message().contains("'artist-a'")
+            && stolen.message().contains(&format!("Speaker {a}")),
+        "{}",
+        stolen.message()
+    );
 
     let listed = c
         .registry
-        .list_voiceprints(ListVoiceprintsRequest { artist_id: "artist-a".into() })
+        .list_voiceprints(ListVoiceprintsRequest {
+            artist_id: "artist-a".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.voiceprints.len(), enrolled.len(), "refused references left nothing behind");
+    assert_eq!(
+        listed.voiceprints.len(),
+        enrolled.len(),
+        "refused references left nothing behind"
+    );
     let impostor = c
         .registry
-        .get_artist(GetArtistRequest { artist_id: "impostor".into() })
+        .get_artist(GetArtistRequest {
+            artist_id: "impostor".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -79,7 +106,10 @@ async fn the_registry_survives_a_restart_and_refuses_another_model() {
         let mut c = Clients::connect(&server.url()).await;
         c.create_artist("keeper", "Keeper").await;
         let (_, rest) = enroll_first(&mut c, "keeper", &files, 2).await;
-        held_out = rest.into_iter().max_by_key(|f| std::fs::metadata(f).unwrap().len()).unwrap();
+        held_out = rest
+            .into_iter()
+            .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+            .unwrap();
         let grant = c
             .registry
             .grant_authorization(GrantAuthorizationRequest {
@@ -91,7 +121,12 @@ async fn the_registry_survives_a_restart_and_refuses_another_model() {
             .unwrap()
             .into_inner();
         assert_eq!(grant.party_id, "label-k");
-        version = c.screen(&held_out, "label-k").await.context.unwrap().registry_version;
+        version = c
+            .screen(&held_out, "label-k")
+            .await
+            .context
+            .unwrap()
+            .registry_version;
         drop(c);
         assert!(server.terminate().success());
     }
@@ -100,13 +135,23 @@ async fn the_registry_survives_a_restart_and_refuses_another_model() {
         let mut c = Clients::connect(&server.url()).await;
         let artist = c
             .registry
-            .get_artist(GetArtistRequest { artist_id: "keeper".into() })
+            .get_artist(GetArtistRequest {
+                artist_id: "keeper".into(),
+            })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!((artist.voiceprint_count, artist.authorization_count), (2, 1));
+        assert_eq!(
+            (artist.voiceprint_count, artist.authorization_count),
+            (2, 1)
+        );
         let again = c.screen(&held_out, "label-k").await;
-        assert_eq!(again.decision, Decision::AuthorizedMatch as i32, "{}", again.explanation);
+        assert_eq!(
+            again.decision,
+            Decision::AuthorizedMatch as i32,
+            "{}",
+            again.explanation
+        );
         assert_eq!(again.context.unwrap().registry_version, version);
         let other = c.screen(&held_out, "someone-else").await;
         assert_eq!(other.decision, Decision::UnauthorizedMatch as i32);
@@ -116,13 +161,23 @@ async fn the_registry_survives_a_restart_and_refuses_another_model() {
 
     let model_dir = tempfile::tempdir().unwrap();
     let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ge2e-resemblyzer");
-    std::fs::copy(builtin.join("model.safetensors"), model_dir.path().join("model.safetensors")).unwrap();
+    std::fs::copy(
+        builtin.join("model.safetensors"),
+        model_dir.path().join("model.safetensors"),
+    )
+    .unwrap();
     let card = std::fs::read_to_string(builtin.join("model.json")).unwrap();
     let renamed = card.replacen("\"ge2e-resemblyzer\"", "\"ge2e-other\"", 1);
     assert_ne!(card, renamed);
     std::fs::write(model_dir.path().join("model.json"), renamed).unwrap();
     let refused = vocalguard()
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics", "--model"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+            "--model",
+        ])
         .arg(model_dir.path())
         .arg("--data-dir")
         .arg(data.path())
@@ -146,10 +201,22 @@ async fn bad_uploads_get_a_reason_and_the_server_keeps_serving() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path(), &["--max-upload-bytes", "2000000"]);
     let mut c = Clients::connect(&server.url()).await;
-    let channel = tonic::transport::Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let flac = std::fs::read(&flac_files(&root.join("train-clean-100"))[0]).unwrap();
-    let wav = wav_bytes(&vocalguard::audio::load_file(&flac_files(&root.join("train-clean-100"))[0], &Default::default()).unwrap().samples, 16_000);
+    let wav = wav_bytes(
+        &vocalguard::audio::load_file(
+            &flac_files(&root.join("train-clean-100"))[0],
+            &Default::default(),
+        )
+        .unwrap()
+        .samples,
+        16_000,
+    );
     let mut noise = vec![0u8; 50_000];
     let mut x: u32 = 12345;
     for b in &mut noise {
@@ -169,29 +236,87 @@ async fn bad_uploads_get_a_reason_and_the_server_keeps_serving() {
         part: Some(screen_request::Part::Metadata(m)),
     };
     let cases: Vec<(&str, Vec<ScreenRequest>, Code)> = vec![
-        ("random bytes", vec![head(meta("t")), chunk(&noise)], Code::InvalidArgument),
-        ("text", vec![head(meta("t")), chunk(b"this is not audio at all, just words")], Code::InvalidArgument),
-        ("truncated FLAC", vec![head(meta("t")), chunk(&flac[..flac.len() / 50])], Code::InvalidArgument),
-        ("truncated WAV header", vec![head(meta("t")), chunk(&wav[..30])], Code::InvalidArgument),
-        ("no audio", vec![head(meta("t"))], Code::InvalidArgument),
-        ("empty stream", vec![], Code::InvalidArgument),
-        ("chunk before metadata", vec![chunk(&wav), head(meta("t"))], Code::InvalidArgument),
-        ("metadata twice", vec![head(meta("t")), head(meta("t")), chunk(&wav)], Code::InvalidArgument),
-        ("empty message", vec![head(meta("t")), ScreenRequest { part: None }], Code::InvalidArgument),
-        ("no track id", vec![head(meta("")), chunk(&wav)], Code::InvalidArgument),
         (
-            "no disclosure",
-            vec![head(TrackMetadata { ai_disclosure: 0, ..meta("t") }), chunk(&wav)],
+            "random bytes",
+            vec![head(meta("t")), chunk(&noise)],
             Code::InvalidArgument,
         ),
-        ("over the size limit", vec![head(meta("t")), chunk(&vec![0u8; 1_500_000]), chunk(&vec![0u8; 1_500_000])], Code::ResourceExhausted),
+        (
+            "text",
+            vec![
+                head(meta("t")),
+                chunk(b"this is not audio at all, just words"),
+            ],
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated FLAC",
+            vec![head(meta("t")), chunk(&flac[..flac.len() / 50])],
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated WAV header",
+            vec![head(meta("t")), chunk(&wav[..30])],
+            Code::InvalidArgument,
+        ),
+        ("no audio", vec![head(meta("t"))], Code::InvalidArgument),
+        ("empty stream", vec![], Code::InvalidArgument),
+        (
+            "chunk before metadata",
+            vec![chunk(&wav), head(meta("t"))],
+            Code::InvalidArgument,
+        ),
+        (
+            "metadata twice",
+            vec![head(meta("t")), head(meta("t")), chunk(&wav)],
+            Code::InvalidArgument,
+        ),
+        (
+            "empty message",
+            vec![head(meta("t")), ScreenRequest { part: None }],
+            Code::InvalidArgument,
+        ),
+        (
+            "no track id",
+            vec![head(meta("")), chunk(&wav)],
+            Code::InvalidArgument,
+        ),
+        (
+            "no disclosure",
+            vec![
+                head(TrackMetadata {
+                    ai_disclosure: 0,
+                    ..meta("t")
+                }),
+                chunk(&wav),
+            ],
+            Code::InvalidArgument,
+        ),
+        (
+            "over the size limit",
+            vec![
+                head(meta("t")),
+                chunk(&vec![0u8; 1_500_000]),
+                chunk(&vec![0u8; 1_500_000]),
+            ],
+            Code::ResourceExhausted,
+        ),
     ];
     for (name, messages, code) in cases {
-        let status = c.screening.screen(tokio_stream::iter(messages)).await.unwrap_err();
+        let status = c
+            .screening
+            .screen(tokio_stream::iter(messages))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), code, "{name}: {status:?}");
-        assert!(status.message().len() > 10, "{name}: no reason in {status:?}");
+        assert!(
+            status.message().len() > 10,
+            "{name}: no reason in {status:?}"
+        );
         let served = health
-            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -200,30 +325,53 @@ async fn bad_uploads_get_a_reason_and_the_server_keeps_serving() {
     }
     let clip = c
         .screening
-        .screen_clip(ScreenClipRequest { metadata: Some(meta("clip")), audio: vec![] })
+        .screen_clip(ScreenClipRequest {
+            metadata: Some(meta("clip")),
+            audio: vec![],
+        })
         .await
         .unwrap_err();
     assert_eq!(clip.code(), Code::InvalidArgument);
-    let ok = c.screen_bytes("fine", &wav, "p", AiDisclosure::None).await.unwrap();
+    let ok = c
+        .screen_bytes("fine", &wav, "p", AiDisclosure::None)
+        .await
+        .unwrap();
     assert_eq!(ok.decision, Decision::NoMatch as i32);
     let silence = c
-        .screen_bytes("silence", &wav_bytes(&vec![0.0; 16_000 * 5], 16_000), "p", AiDisclosure::None)
+        .screen_bytes(
+            "silence",
+            &wav_bytes(&vec![0.0; 16_000 * 5], 16_000),
+            "p",
+            AiDisclosure::None,
+        )
         .await
         .unwrap();
     assert_eq!(silence.decision, Decision::NoVoice as i32);
 
-    let missing = c.registry.get_artist(GetArtistRequest { artist_id: "nobody".into() }).await.unwrap_err();
+    let missing = c
+        .registry
+        .get_artist(GetArtistRequest {
+            artist_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     c.create_artist("dup", "Dup").await;
     let dup = c
         .registry
-        .create_artist(CreateArtistRequest { artist_id: "dup".into(), display_name: "Again".into() })
+        .create_artist(CreateArtistRequest {
+            artist_id: "dup".into(),
+            display_name: "Again".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
     let bad_id = c
         .registry
-        .create_artist(CreateArtistRequest { artist_id: "no spaces/allowed".into(), display_name: "X".into() })
+        .create_artist(CreateArtistRequest {
+            artist_id: "no spaces/allowed".into(),
+            display_name: "X".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(bad_id.code(), Code::InvalidArgument);
@@ -231,7 +379,10 @@ async fn bad_uploads_get_a_reason_and_the_server_keeps_serving() {
     assert_eq!(orphan.code(), Code::NotFound);
     let revoke = c
         .registry
-        .revoke_authorization(RevokeAuthorizationRequest { artist_id: "dup".into(), party_id: "never".into() })
+        .revoke_authorization(RevokeAuthorizationRequest {
+            artist_id: "dup".into(),
+            party_id: "never".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(revoke.code(), Code::NotFound);
@@ -251,17 +402,41 @@ async fn the_command_line_client_drives_every_registry_call() {
             .args(["--server", &url, "--json"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     };
     let (_, files) = test_other_speakers(&root).remove(3);
-    let paths: Vec<String> = files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
-    let created = run(&["artist", "create", "--display-name", "CLI Artist", "--id", "cli-artist"]);
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    let created = run(&[
+        "artist",
+        "create",
+        "--display-name",
+        "CLI Artist",
+        "--id",
+        "cli-artist",
+    ]);
     assert_eq!(created["artist_id"], "cli-artist");
     let mut enrolled = 0;
     for path in &paths[..4] {
         let out = vocalguard()
-            .args(["enroll", "--artist", "cli-artist", "--label", "singing", path, "--server", &url, "--json"])
+            .args([
+                "enroll",
+                "--artist",
+                "cli-artist",
+                "--label",
+                "singing",
+                path,
+                "--server",
+                &url,
+                "--json",
+            ])
             .output()
             .unwrap();
         if out.status.success() {
@@ -270,29 +445,76 @@ async fn the_command_line_client_drives_every_registry_call() {
             enrolled += 1;
         } else {
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("FailedPrecondition") && err.contains("voiced audio"), "{err}");
+            assert!(
+                err.contains("FailedPrecondition") && err.contains("voiced audio"),
+                "{err}"
+            );
         }
     }
     assert!(enrolled >= 2);
-    run(&["authorize", "--artist", "cli-artist", "--party", "label-cli", "--note", "deal 1"]);
+    run(&[
+        "authorize",
+        "--artist",
+        "cli-artist",
+        "--party",
+        "label-cli",
+        "--note",
+        "deal 1",
+    ]);
     let grants = run(&["authorizations", "cli-artist"]);
     assert_eq!(grants["authorizations"][0]["note"], "deal 1");
     let listed = run(&["artist", "list", "--page-size", "10"]);
     assert_eq!(listed["total"], 1);
-    let screened = run(&["screen", &paths[6], "--uploader", "label-cli", "--ai-disclosure", "ai-generated", "--credit", "cli-artist"]);
-    assert_eq!(screened["decision"], "DECISION_AUTHORIZED_MATCH", "{screened}");
+    let screened = run(&[
+        "screen",
+        &paths[6],
+        "--uploader",
+        "label-cli",
+        "--ai-disclosure",
+        "ai-generated",
+        "--credit",
+        "cli-artist",
+    ]);
+    assert_eq!(
+        screened["decision"], "DECISION_AUTHORIZED_MATCH",
+        "{screened}"
+    );
     assert_eq!(screened["flags"][0], "FLAG_AUTHORIZED_AI_VOICE");
-    let unary = run(&["screen", &paths[6], "--uploader", "label-cli", "--ai-disclosure", "ai-generated", "--unary"]);
-    assert_eq!(unary["matches"][0]["aggregate_score"], screened["matches"][0]["aggregate_score"]);
+    let unary = run(&[
+        "screen",
+        &paths[6],
+        "--uploader",
+        "label-cli",
+        "--ai-disclosure",
+        "ai-generated",
+        "--unary",
+    ]);
+    assert_eq!(
+        unary["matches"][0]["aggregate_score"],
+        screened["matches"][0]["aggregate_score"]
+    );
     run(&["revoke", "--artist", "cli-artist", "--party", "label-cli"]);
-    let after = run(&["screen", &paths[6], "--uploader", "label-cli", "--ai-disclosure", "none"]);
+    let after = run(&[
+        "screen",
+        &paths[6],
+        "--uploader",
+        "label-cli",
+        "--ai-disclosure",
+        "none",
+    ]);
     assert_eq!(after["decision"], "DECISION_UNAUTHORIZED_MATCH");
     let prints = run(&["voiceprint", "list", "cli-artist"]);
-    let first = prints["voiceprints"][0]["voiceprint_id"].as_str().unwrap().to_string();
+    let first = prints["voiceprints"][0]["voiceprint_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     run(&["voiceprint", "delete", &first]);
     let deleted = run(&["artist", "delete", "cli-artist"]);
     assert_eq!(deleted["voiceprints_deleted"], enrolled - 1);
-    let gone = vocalguard().args(["artist", "get", "cli-artist", "--server", &url]).output().unwrap();
+    let gone = vocalguard()
+        .args(["artist", "get", "cli-artist", "--server", &url])
+        .output()
+        .unwrap();
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
 }

@@ -31,7 +31,9 @@ async fn enrolled_voices_are_caught_authorized_uploads_pass_and_strangers_do_not
     let mut held_out = Vec::new();
     for (speaker, files) in test_other_speakers(&root).into_iter().take(SPEAKERS) {
         let artist = format!("spk-{speaker}");
-        clients.create_artist(&artist, &format!("Speaker {speaker}")).await;
+        clients
+            .create_artist(&artist, &format!("Speaker {speaker}"))
+            .await;
         let (_, rest) = enroll_first(&mut clients, &artist, &files, REFERENCES).await;
         clients
             .registry
@@ -52,8 +54,15 @@ async fn enrolled_voices_are_caught_authorized_uploads_pass_and_strangers_do_not
         let min_voiced_s = unauthorized.thresholds.as_ref().unwrap().min_voiced_s as f64;
         if unauthorized.voiced_s < min_voiced_s {
             assert_eq!(decision(&unauthorized), "DECISION_NEEDS_REVIEW");
-            assert_eq!(unauthorized.review_reason, ReviewReason::InsufficientVoice as i32);
-            report.push(format!("{}: too short ({:.2} s voiced)", file.display(), unauthorized.voiced_s));
+            assert_eq!(
+                unauthorized.review_reason,
+                ReviewReason::InsufficientVoice as i32
+            );
+            report.push(format!(
+                "{}: too short ({:.2} s voiced)",
+                file.display(),
+                unauthorized.voiced_s
+            ));
             continue;
         }
         decided += 1;
@@ -64,7 +73,10 @@ async fn enrolled_voices_are_caught_authorized_uploads_pass_and_strangers_do_not
             decision(&unauthorized),
             decision(&authorized),
             top_artist(&unauthorized),
-            unauthorized.matches.first().map_or(-1.0, |m| m.aggregate_score)
+            unauthorized
+                .matches
+                .first()
+                .map_or(-1.0, |m| m.aggregate_score)
         ));
         assert_eq!(
             decision(&unauthorized),
@@ -97,7 +109,12 @@ async fn enrolled_voices_are_caught_authorized_uploads_pass_and_strangers_do_not
     let mut no_match = 0;
     for file in &strangers {
         let r = clients.screen(file, "uploader-unknown").await;
-        report.push(format!("{}: {} top {}", file.display(), decision(&r), top_artist(&r)));
+        report.push(format!(
+            "{}: {} top {}",
+            file.display(),
+            decision(&r),
+            top_artist(&r)
+        ));
         assert!(
             r.matches.iter().all(|m| !m.matched),
             "a never-enrolled speaker matched: {}: {}",
@@ -148,10 +165,20 @@ async fn evidence_covers_the_enrolled_speaker_in_a_mixed_track() {
     track.extend(&enrolled);
     track.extend(std::iter::repeat_n(0.0, 5 * 16_000));
     let r = clients
-        .screen_bytes("mixed", &wav_bytes(&track, 16_000), "uploader-unknown", AiDisclosure::AiGeneratedVocals)
+        .screen_bytes(
+            "mixed",
+            &wav_bytes(&track, 16_000),
+            "uploader-unknown",
+            AiDisclosure::AiGeneratedVocals,
+        )
         .await
         .unwrap();
-    assert_eq!(decision(&r), "DECISION_UNAUTHORIZED_MATCH", "{}", r.explanation);
+    assert_eq!(
+        decision(&r),
+        "DECISION_UNAUTHORIZED_MATCH",
+        "{}",
+        r.explanation
+    );
     let m = &r.matches[0];
     assert_eq!(m.artist_id, artist);
     let hop = r.thresholds.as_ref().unwrap().hop_s as f64;
@@ -164,11 +191,113 @@ async fn evidence_covers_the_enrolled_speaker_in_a_mixed_track() {
             .map(|t| (t.start_s, t.end_s))
             .collect::<Vec<_>>()
     );
-    assert!((first - start).abs() <= hop, "evidence starts at {first:.2}, the voice at {start:.2}");
-    assert!((last - end).abs() <= hop, "evidence ends at {last:.2}, the voice at {end:.2}");
+    assert!(
+        (first - start).abs() <= hop,
+        "evidence starts at {first:.2}, the voice at {start:.2}"
+    );
+    assert!(
+        (last - end).abs() <= hop,
+        "evidence ends at {last:.2}, the voice at {end:.2}"
+    );
     assert!(m.matched_voiced_share > 0.2 && m.matched_voiced_share < 0.9);
     assert!(r.duration_s > end + 4.9);
     assert!(r
         .flags
         .contains(&(vocalguard::proto::Flag::DisclosedAiImpersonation as i32)));
+}
+
+/// Runs the `vocalguard` binary, returning stdout; panics with stderr when it fails.
+fn vocalguard(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vocalguard"))
+        .args(args)
+        .env_remove("VOCALGUARD_MODEL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vocalguard {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calibration_and_an_as_norm_cohort_from_eval_drive_the_server() {
+    let Some(root) = common::librispeech_mini() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let path = |name: &str| work.path().join(name).to_string_lossy().into_owned();
+    let strangers = flac_files(&root.join("train-clean-100"));
+    let cohort_files: Vec<String> = strangers[8..]
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    let mut embed_args = vec!["embed"];
+    embed_args.extend(cohort_files.iter().map(String::as_str));
+    std::fs::write(path("cohort.jsonl"), vocalguard(&embed_args)).unwrap();
+    let test_other = root.join("test-other").to_string_lossy().into_owned();
+    vocalguard(&[
+        "eval",
+        "--trials",
+        &test_other,
+        "--cohort",
+        &path("cohort.jsonl"),
+        "--out",
+        &path("eval"),
+        "--cache-dir",
+        &path("cache"),
+        "--bootstrap",
+        "10",
+    ]);
+    vocalguard(&[
+        "calibrate",
+        &format!("{}/scores.txt", path("eval")),
+        "--target-fa-rate",
+        "0.001",
+        "--out",
+        &path("calibration.json"),
+    ]);
+    let calibration: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path("calibration.json")).unwrap()).unwrap();
+    let threshold = calibration["threshold"].as_f64().unwrap();
+    let review = format!("{}", threshold - 1.0);
+
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        data.path(),
+        &[
+            "--calibration",
+            &path("calibration.json"),
+            "--as-norm-cohort",
+            &path("cohort.jsonl"),
+            "--review-threshold",
+            &review,
+        ],
+    );
+    let mut clients = Clients::connect(&server.url()).await;
+    let (speaker, files) = test_other_speakers(&root).remove(4);
+    let artist = format!("spk-{speaker}");
+    clients.create_artist(&artist, "Calibrated").await;
+    let (_, rest) = enroll_first(&mut clients, &artist, &files, REFERENCES).await;
+    let held_out = rest
+        .iter()
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
+    let caught = clients.screen(held_out, "uploader-unknown").await;
+    let thresholds = caught.thresholds.as_ref().unwrap();
+    assert!((f64::from(thresholds.r#match) - threshold).abs() < 1e-4);
+    assert_eq!(
+        decision(&caught),
+        "DECISION_UNAUTHORIZED_MATCH",
+        "{}",
+        caught.explanation
+    );
+    let m = &caught.matches[0];
+    assert_eq!(m.artist_id, artist);
+    assert!(m.aggregate_llr.unwrap() > 0.0, "{m:?}");
+    for stranger in &strangers[..4] {
+        let r = clients.screen(stranger, "uploader-unknown").await;
+        assert!(r.matches.iter().all(|m| !m.matched), "{}", r.explanation);
+    }
 }

@@ -29,7 +29,11 @@ async fn serve_answers_ping_health_and_metrics_then_stops_on_sigterm() {
         .await
         .unwrap();
     let mut health = HealthClient::new(channel);
-    for service in ["", "vocalguard.v1.RegistryService", "vocalguard.v1.ScreeningService"] {
+    for service in [
+        "",
+        "vocalguard.v1.RegistryService",
+        "vocalguard.v1.ScreeningService",
+    ] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.to_string(),
@@ -43,7 +47,8 @@ async fn serve_answers_ping_health_and_metrics_then_stops_on_sigterm() {
 
     let metrics_addr = server.metrics_addr.clone().expect("metrics address");
     let mut http = std::net::TcpStream::connect(metrics_addr).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut page = String::new();
     http.read_to_string(&mut page).unwrap();
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
@@ -112,7 +117,10 @@ async fn deadlines_are_honoured_and_shutdown_lets_in_flight_calls_finish() {
     hurried.set_timeout(std::time::Duration::from_millis(30));
     let expired = clients.screening.screen(hurried).await.unwrap_err();
     assert!(
-        matches!(expired.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        matches!(
+            expired.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
         "{expired:?}"
     );
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod eval;
 mod serve;
 
 use std::io::Write;
@@ -56,6 +57,12 @@ enum Command {
     Authorizations(client::AuthorizationsArgs),
     /// Screen an audio file for protected voices, as an ingestion service would.
     Screen(client::ScreenArgs),
+    /// Evaluate models on a trial list: EER, minDCF, DET curve, score plots, with an embedding
+    /// cache, AS-Norm and calibration.
+    Eval(eval::EvalArgs),
+    /// Fit a threshold at a target false-alarm rate and a score-to-LLR calibration from a
+    /// score file, for the server or for `eval --calibration`.
+    Calibrate(eval::CalibrateArgs),
 }
 
 /// How to find the model and treat the audio; shared by every command that embeds.
@@ -163,6 +170,8 @@ impl Cli {
             Command::Revoke(a) => client::revoke(a),
             Command::Authorizations(a) => client::authorizations(a),
             Command::Screen(a) => client::screen(a),
+            Command::Eval(a) => eval::eval(a),
+            Command::Calibrate(a) => eval::calibrate(a),
         }
     }
 }

@@ -80,6 +80,22 @@ pub struct ServeArgs {
     /// Least voiced audio of an enrollment reference [default: 4.0].
     #[arg(long, env = "VOCALGUARD_MIN_ENROLL_VOICED", value_name = "SECONDS")]
     min_enroll_voiced: Option<f64>,
+    /// Calibration file from `vocalguard calibrate` (fitted with this model): its threshold
+    /// replaces the match threshold, and matches report log-likelihood ratios.
+    #[arg(long, env = "VOCALGUARD_CALIBRATION", value_name = "FILE")]
+    calibration: Option<PathBuf>,
+    /// AS-Norm cohort for screening scores: JSON lines from `vocalguard embed` with this model.
+    /// Thresholds then apply to normalised scores (calibrate on `eval --cohort` scores).
+    #[arg(long, env = "VOCALGUARD_AS_NORM_COHORT", value_name = "FILE")]
+    as_norm_cohort: Option<PathBuf>,
+    /// Cohort scores AS-Norm averages per side [default: 100].
+    #[arg(
+        long,
+        env = "VOCALGUARD_AS_NORM_TOP_N",
+        value_name = "N",
+        requires = "as_norm_cohort"
+    )]
+    as_norm_top_n: Option<usize>,
     /// Log format [default: text].
     #[arg(long, env = "VOCALGUARD_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -121,6 +137,15 @@ impl ServeArgs {
         set(&mut c.screening.hop_s, &self.hop);
         set(&mut c.screening.min_voiced_s, &self.min_voiced);
         set(&mut c.enrollment.min_voiced_s, &self.min_enroll_voiced);
+        if self.calibration.is_some() {
+            c.calibration = self.calibration.clone();
+        }
+        if let Some(cohort) = &self.as_norm_cohort {
+            c.as_norm = Some(crate::server::config::AsNormConfig {
+                cohort: cohort.clone(),
+                top_n: self.as_norm_top_n.unwrap_or(100),
+            });
+        }
         set(&mut c.log_format, &self.log_format);
         set(&mut c.log_filter, &self.log_filter);
         c.validate()?;

@@ -85,6 +85,12 @@ impl SearchIndex {
         doomed.len()
     }
 
+    /// The embedding of a voiceprint.
+    pub fn embedding(&self, voiceprint_id: &str) -> Option<&[f32]> {
+        let at = *self.position.get(voiceprint_id)?;
+        Some(&self.rows[at * self.dim..(at + 1) * self.dim])
+    }
+
     /// The `k` voiceprints most similar to `query`, best first.
     pub fn top_k(&self, query: &[f32], k: usize) -> Vec<Hit> {
         let mut scored: Vec<(f32, usize)> = self

@@ -9,6 +9,9 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::{EmbedError, Embedder, WindowConfig};
+use crate::eval::asnorm::AsNorm;
+use crate::eval::calibration::Calibration;
+use crate::registry::index::SearchIndex;
 use crate::registry::{Registry, RegistryError};
 pub use evidence::{gather, ArtistScores};
 
@@ -68,11 +71,16 @@ impl ScreeningConfig {
         }
     }
 
-    /// Checks that the values make sense together.
-    pub fn validate(&self) -> Result<(), String> {
-        let unit = |x: f64| (-1.0..=1.0).contains(&x);
-        if !unit(self.match_threshold) || !unit(self.review_threshold) {
-            return Err("screening thresholds must lie in -1..1".into());
+    /// Checks that the values make sense together. Cosine thresholds lie in -1..1; with
+    /// `normalised` (AS-Norm) scores they need only be finite.
+    pub fn validate(&self, normalised: bool) -> Result<(), String> {
+        let fits = |x: f64| x.is_finite() && (normalised || (-1.0..=1.0).contains(&x));
+        if !fits(self.match_threshold) || !fits(self.review_threshold) {
+            return Err(if normalised {
+                "screening thresholds must be finite".into()
+            } else {
+                "screening thresholds must lie in -1..1 (cosine scores)".into()
+            });
         }
         if self.review_threshold > self.match_threshold {
             return Err(format!(
@@ -189,6 +197,46 @@ pub struct ArtistMatch {
     pub matched_voiced_share: f64,
     /// Track-time ranges of the matching windows, merged.
     pub time_ranges: Vec<Range<f64>>,
+    /// The aggregate score as a log-likelihood ratio, when a calibration is loaded.
+    pub aggregate_llr: Option<f64>,
+}
+
+/// How window scores are computed and read: the thresholds, and optionally AS-Norm over a
+/// cohort (scores are then normalised before any threshold applies) and a calibration (whose
+/// threshold is the match threshold, and which turns aggregates into log-likelihood ratios).
+pub struct Scoring {
+    /// Thresholds and windows.
+    pub config: ScreeningConfig,
+    /// Score normalisation.
+    pub as_norm: Option<AsNorm>,
+    /// Score calibration.
+    pub calibration: Option<Calibration>,
+}
+
+impl Scoring {
+    /// Each artist's best score among the `top_k` voiceprints nearest to `window`, AS-Norm
+    /// normalised when a cohort is loaded, best first.
+    fn window_scores(&self, index: &SearchIndex, window: &[f32]) -> Vec<(String, f32)> {
+        let Some(norm) = &self.as_norm else {
+            return index.top_artists(window, self.config.top_k);
+        };
+        let window_stats = norm.stats(window);
+        let mut best: Vec<(String, f32)> = Vec::new();
+        for hit in index.top_k(window, self.config.top_k) {
+            let Some(voiceprint) = index.embedding(&hit.voiceprint_id) else {
+                continue;
+            };
+            let score =
+                AsNorm::normalize(f64::from(hit.score), norm.stats(voiceprint), window_stats)
+                    as f32;
+            match best.iter_mut().find(|(a, _)| *a == hit.artist_id) {
+                Some((_, s)) => *s = s.max(score),
+                None => best.push((hit.artist_id, score)),
+            }
+        }
+        best.sort_by(|a, b| b.1.total_cmp(&a.1));
+        best
+    }
 }
 
 /// The answer for one track.
@@ -222,15 +270,16 @@ pub fn screen(
     registry: &Registry,
     samples: Vec<f32>,
     upload: &Upload,
-    config: &ScreeningConfig,
+    scoring: &Scoring,
 ) -> Result<Verdict, ScreeningError> {
+    let config = &scoring.config;
     let track = embedder.embed_windows(samples, &config.windows())?;
     let (scores, registry_version) = {
         let snapshot = registry.snapshot();
         let per_window: Vec<Vec<(String, f32)>> = track
             .windows
             .iter()
-            .map(|w| snapshot.index.top_artists(&w.embedding, config.top_k))
+            .map(|w| scoring.window_scores(&snapshot.index, &w.embedding))
             .collect();
         (gather(&track, &per_window, config), snapshot.version)
     };
@@ -250,6 +299,10 @@ pub fn screen(
             matching_windows: s.matching_windows,
             matched_voiced_share: s.matched_voiced_share,
             time_ranges: s.time_ranges,
+            aggregate_llr: scoring
+                .calibration
+                .as_ref()
+                .map(|c| c.llr(f64::from(s.aggregate_score))),
         });
     }
     let mut credited_registered = Vec::new();

@@ -23,6 +23,7 @@ fn evidence(id: &str, matched: bool, authorized: bool, credited: bool) -> Artist
         matching_windows: if matched { 4 } else { 0 },
         matched_voiced_share: 0.5,
         time_ranges: Vec::new(),
+        aggregate_llr: None,
     }
 }
 
@@ -111,6 +112,13 @@ fn config_validation_catches_inverted_thresholds() {
         match_threshold: 0.8,
         ..ScreeningConfig::default()
     };
-    assert!(bad.validate().is_err());
-    assert!(ScreeningConfig::default().validate().is_ok());
+    assert!(bad.validate(false).is_err());
+    assert!(ScreeningConfig::default().validate(false).is_ok());
+    let normalised = ScreeningConfig {
+        match_threshold: 4.0,
+        review_threshold: 3.0,
+        ..ScreeningConfig::default()
+    };
+    assert!(normalised.validate(false).is_err());
+    assert!(normalised.validate(true).is_ok());
 }

@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::telemetry::LogFormat;
 use crate::encoder::source::DEFAULT_MODEL;
+use crate::encoder::ModelId;
+use crate::eval::asnorm::{read_cohort, AsNorm};
+use crate::eval::calibration::Calibration;
 use crate::registry::EnrollmentPolicy;
+use crate::screening::Scoring;
 use crate::screening::ScreeningConfig;
 
 /// Errors of reading or checking the configuration.
@@ -53,6 +57,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Log filter directives (`RUST_LOG` overrides).
     pub log_filter: String,
+    /// Calibration file from `vocalguard calibrate`: its threshold replaces
+    /// `screening.match_threshold`, and matches report log-likelihood ratios.
+    pub calibration: Option<PathBuf>,
     /// Request limits.
     pub limits: Limits,
     /// The inference worker pool.
@@ -61,6 +68,23 @@ pub struct ServerConfig {
     pub screening: ScreeningConfig,
     /// Enrollment checks.
     pub enrollment: EnrollmentPolicy,
+    /// AS-Norm of window scores over a cohort.
+    pub as_norm: Option<AsNormConfig>,
+}
+
+/// Adaptive symmetric score normalisation in screening.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsNormConfig {
+    /// Cohort embeddings: JSON lines written by `vocalguard embed` with the server's model.
+    pub cohort: PathBuf,
+    /// Cohort scores averaged per side.
+    #[serde(default = "default_top_n")]
+    pub top_n: usize,
+}
+
+fn default_top_n() -> usize {
+    100
 }
 
 /// Limits on what one request may ask for.
@@ -124,6 +148,8 @@ impl Default for ServerConfig {
             inference: InferenceConfig::default(),
             screening: ScreeningConfig::default(),
             enrollment: EnrollmentPolicy::default(),
+            calibration: None,
+            as_norm: None,
         }
     }
 }
@@ -149,7 +175,15 @@ impl ServerConfig {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        self.screening.validate().map_err(ConfigError::Invalid)?;
+        let mut screening = self.screening;
+        if self.calibration.is_some() {
+            // The calibration's threshold replaces the match threshold; `scoring` checks the
+            // order of the two once it is read.
+            screening.match_threshold = screening.match_threshold.max(screening.review_threshold);
+        }
+        screening
+            .validate(self.as_norm.is_some())
+            .map_err(ConfigError::Invalid)?;
         let l = &self.limits;
         if l.max_upload_bytes == 0 || l.max_message_bytes < 1024 {
             return invalid(
@@ -178,6 +212,62 @@ impl ServerConfig {
             );
         }
         Ok(())
+    }
+
+    /// The screening thresholds with the calibration and AS-Norm cohort loaded; both must come
+    /// from `model`, and a calibration's threshold becomes the match threshold.
+    pub fn scoring(&self, model: &ModelId) -> Result<Scoring, ConfigError> {
+        let mut config = self.screening;
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let calibration = match &self.calibration {
+            Some(path) => {
+                let origin = path.display().to_string();
+                let c = Calibration::from_json(&read(path)?, &origin)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                if c.model_sha256 != model.sha256 {
+                    return Err(ConfigError::Invalid(format!(
+                        "the calibration {origin} was fitted on scores of model '{}' ({}), but this server loaded {model}; run `vocalguard eval` and `vocalguard calibrate` with this model",
+                        c.model, c.model_sha256
+                    )));
+                }
+                config.match_threshold = c.threshold;
+                config.validate(self.as_norm.is_some()).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "with the calibration's threshold {}: {e}",
+                        c.threshold
+                    ))
+                })?;
+                Some(c)
+            }
+            None => None,
+        };
+        let as_norm = match &self.as_norm {
+            Some(a) => {
+                let origin = a.cohort.display().to_string();
+                let (cohort, name, sha) = read_cohort(&read(&a.cohort)?, &origin)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                if sha != model.sha256 {
+                    return Err(ConfigError::Invalid(format!(
+                        "the AS-Norm cohort {origin} holds embeddings of model '{name}' ({sha}), but this server loaded {model}"
+                    )));
+                }
+                Some(
+                    AsNorm::new(cohort, a.top_n)
+                        .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Scoring {
+            config,
+            as_norm,
+            calibration,
+        })
     }
 
     /// Worker threads after resolving 0 to the number of cores.
@@ -211,6 +301,28 @@ mod tests {
         let mut cfg = ServerConfig::default();
         cfg.limits.request_timeout_s = 0.0;
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn a_calibration_of_another_model_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calibration.json");
+        let calibration =
+            Calibration::fit(&[0.8, 0.9, 0.85], &[0.1, 0.2, 0.3, 0.4], 0.5, 0.5).unwrap();
+        std::fs::write(&file, calibration.to_json()).unwrap();
+        let config = ServerConfig {
+            calibration: Some(file),
+            ..ServerConfig::default()
+        };
+        let model = ModelId {
+            name: "m".into(),
+            sha256: "ab".repeat(32),
+        };
+        let refused = config.scoring(&model).err().unwrap().to_string();
+        assert!(
+            refused.contains("was fitted on scores of model"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -210,6 +210,7 @@ pub fn screen_response(
                 aggregate_score: m.aggregate_score,
                 matching_windows: m.matching_windows as u32,
                 matched_voiced_share: m.matched_voiced_share as f32,
+                aggregate_llr: m.aggregate_llr.map(|l| l as f32),
                 time_ranges: m
                     .time_ranges
                     .into_iter()

@@ -28,6 +28,7 @@ use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::screening_service_server::ScreeningServiceServer;
 use crate::proto::{PingRequest, PingResponse, ScoringContext};
 use crate::registry::Registry;
+use crate::screening::Scoring;
 pub use config::ServerConfig;
 use metrics::Metrics;
 use pool::InferencePool;
@@ -39,6 +40,7 @@ pub struct Core {
     pool: InferencePool,
     metrics: Metrics,
     config: ServerConfig,
+    scoring: Arc<Scoring>,
 }
 
 impl Core {
@@ -74,6 +76,7 @@ impl Core {
         self.metrics.record_request(method, code, elapsed);
         span.in_scope(|| match &outcome {
             Ok(_) => tracing::info!(code = ?code, elapsed_ms = elapsed.as_millis() as u64, "ok"),
+            Err(s) if client_error(code) => tracing::info!(code = ?code, elapsed_ms = elapsed.as_millis() as u64, reason = s.message(), "refused"),
             Err(s) => tracing::warn!(code = ?code, elapsed_ms = elapsed.as_millis() as u64, reason = s.message(), "failed"),
         });
         let id = MetadataValue::try_from(request_id.as_str()).ok();
@@ -132,6 +135,20 @@ impl Core {
             Err(e) => tracing::warn!(error = %e, "cannot read the registry size"),
         }
     }
+}
+
+/// Whether a status reports a problem with the request rather than with the server: those are
+/// logged at info, the rest at warn.
+fn client_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::Cancelled
+    )
 }
 
 /// Answers pings with the server's version and model.
@@ -211,6 +228,7 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
+    let scoring = config.scoring(&model)?;
     let max_message = config.limits.max_message_bytes;
     let workers = config.workers();
     let core = Arc::new(Core {
@@ -219,6 +237,7 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
         registry: Arc::new(registry),
         metrics,
         config,
+        scoring: Arc::new(scoring),
     });
     tracing::info!(
         artists,

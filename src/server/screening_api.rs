@@ -80,13 +80,13 @@ async fn screen_bytes(
     let track_id = upload.track_id.clone();
     let (embedder, registry) = (Arc::clone(&core.embedder), Arc::clone(&core.registry));
     let limits = core.decode_limits();
-    let config = core.config.screening;
+    let scoring = Arc::clone(&core.scoring);
     let verdict = core
         .pool
         .run(deadline, move || {
             let audio =
                 audio::decode_to_16k_mono(bytes, None, &limits).map_err(convert::audio_status)?;
-            screening::screen(&embedder, &registry, audio.samples, &upload, &config)
+            screening::screen(&embedder, &registry, audio.samples, &upload, &scoring)
                 .map_err(screening_status)
         })
         .await
@@ -103,6 +103,9 @@ async fn screen_bytes(
     );
     let context = core.context(verdict.registry_version);
     Ok(convert::screen_response(
-        track_id, verdict, context, &config,
+        track_id,
+        verdict,
+        context,
+        &core.scoring.config,
     ))
 }
