@@ -8,7 +8,14 @@ expected metrics to tests/fixtures/eval/synthetic_expected.json. Conventions are
 Rust module docs: accept when score >= threshold; operating points at every unique score plus
 +inf; EER linearly interpolated on the segment where P_miss - P_fa changes sign.
 
+With `--real-scores FILE` it instead computes the same metrics on a real score file
+(`score label` per line) and writes them beside it as `<stem>_expected.json`; the committed
+`tests/fixtures/eval/librispeech_test_other_scores.txt` holds the 4,950 GE2E scores of
+`vocalguard eval --trials ../shared/data/librispeech-mini/test-other` (its scores.txt,
+reduced to `score label`).
+
 Usage: /work/venv/eval/bin/python tools/eval_reference.py [--out-dir tests/fixtures/eval]
+       /work/venv/eval/bin/python tools/eval_reference.py --real-scores tests/fixtures/eval/librispeech_test_other_scores.txt
 """
 import argparse
 import json
@@ -52,11 +59,43 @@ def min_dcf_numpy(tar, non, p_target, c_miss=1.0, c_fa=1.0):
     return float(cost[i]), float(thr[i])
 
 
+def expected_metrics(scores, labels, generator):
+    """EER (scikit-learn) and minDCF at p_target 0.01 and 0.001 (numpy) of labelled scores."""
+    tar, non = scores[labels == 1], scores[labels == 0]
+    eer, eer_th = eer_sklearn(scores, labels)
+    expected = {
+        "generator": generator,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "eer": eer,
+        "eer_threshold": eer_th,
+    }
+    for p in (0.01, 0.001):
+        dcf, th = min_dcf_numpy(tar, non, p)
+        expected[f"min_dcf_{p}"] = dcf
+        expected[f"min_dcf_{p}_threshold"] = th
+    return expected
+
+
+def write_expected(path, expected):
+    with open(path, "w") as f:
+        json.dump(expected, f, indent=2)
+        f.write("\n")
+    print(json.dumps(expected, indent=2))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "eval"))
+    ap.add_argument("--real-scores", help="a real `score label` file to compute metrics on")
     args = ap.parse_args()
+    if args.real_scores:
+        data = np.loadtxt(args.real_scores)
+        stem = os.path.splitext(args.real_scores)[0].removesuffix("_scores")
+        write_expected(f"{stem}_expected.json", expected_metrics(
+            data[:, 0], data[:, 1].astype(int), os.path.basename(args.real_scores)))
+        return
     os.makedirs(args.out_dir, exist_ok=True)
 
     rng = np.random.default_rng(7)
@@ -71,24 +110,9 @@ def main():
     # Re-read what was written so the expected values are computed from the file's exact values.
     data = np.loadtxt(os.path.join(args.out_dir, "synthetic_scores.txt"))
     scores, labels = data[:, 0], data[:, 1].astype(int)
-    tar, non = scores[labels == 1], scores[labels == 0]
-
-    eer, eer_th = eer_sklearn(scores, labels)
-    expected = {
-        "generator": "numpy default_rng(7); 2000 target N(2,1), 20000 nontarget N(0,1), 6 decimals",
-        "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
-        "eer": eer,
-        "eer_threshold": eer_th,
-    }
-    for p in (0.01, 0.001):
-        dcf, th = min_dcf_numpy(tar, non, p)
-        expected[f"min_dcf_{p}"] = dcf
-        expected[f"min_dcf_{p}_threshold"] = th
-    with open(os.path.join(args.out_dir, "synthetic_expected.json"), "w") as f:
-        json.dump(expected, f, indent=2)
-        f.write("\n")
-    print(json.dumps(expected, indent=2))
+    write_expected(os.path.join(args.out_dir, "synthetic_expected.json"), expected_metrics(
+        scores, labels,
+        "numpy default_rng(7); 2000 target N(2,1), 20000 nontarget N(0,1), 6 decimals"))
 
 
 if __name__ == "__main__":
