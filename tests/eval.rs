@@ -5,23 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use vocalguard::eval::trials::{load_trials, write_kaldi, write_voxceleb, DirOptions};
 
-fn vocalguard(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_vocalguard"))
-        .args(args)
-        .env_remove("VOCALGUARD_MODEL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vocalguard {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+fn vocalguard(args: &[&str]) {
+    common::run_vocalguard(args);
 }
 
 fn report(out: &Path) -> Value {

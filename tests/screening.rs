@@ -206,21 +206,6 @@ async fn evidence_covers_the_enrolled_speaker_in_a_mixed_track() {
         .contains(&(vocalguard::proto::Flag::DisclosedAiImpersonation as i32)));
 }
 
-/// Runs the `vocalguard` binary, returning stdout; panics with stderr when it fails.
-fn vocalguard(args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vocalguard"))
-        .args(args)
-        .env_remove("VOCALGUARD_MODEL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vocalguard {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calibration_and_an_as_norm_cohort_from_eval_drive_the_server() {
     let Some(root) = common::librispeech_mini() else {
@@ -235,9 +220,9 @@ async fn a_calibration_and_an_as_norm_cohort_from_eval_drive_the_server() {
         .collect();
     let mut embed_args = vec!["embed"];
     embed_args.extend(cohort_files.iter().map(String::as_str));
-    std::fs::write(path("cohort.jsonl"), vocalguard(&embed_args)).unwrap();
+    std::fs::write(path("cohort.jsonl"), common::run_vocalguard(&embed_args)).unwrap();
     let test_other = root.join("test-other").to_string_lossy().into_owned();
-    vocalguard(&[
+    common::run_vocalguard(&[
         "eval",
         "--trials",
         &test_other,
@@ -250,7 +235,7 @@ async fn a_calibration_and_an_as_norm_cohort_from_eval_drive_the_server() {
         "--bootstrap",
         "10",
     ]);
-    vocalguard(&[
+    common::run_vocalguard(&[
         "calibrate",
         &format!("{}/scores.txt", path("eval")),
         "--target-fa-rate",

@@ -33,6 +33,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::metrics::{check_scores, MetricsError};
+
 /// Gradient magnitude (per component, standardised scores) at which the fit has converged.
 const GRADIENT_TOLERANCE: f64 = 1e-12;
 /// Newton iterations before the fit gives up.
@@ -43,16 +45,8 @@ const MAX_HALVINGS: u32 = 60;
 /// Why a calibration could not be fitted or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrationError {
-    #[error("the set of target scores is empty")]
-    EmptyTargets,
-    #[error("the set of nontarget scores is empty")]
-    EmptyNontargets,
-    #[error("{set} score at index {index} is not finite ({value})")]
-    NonFiniteScore {
-        set: &'static str,
-        index: usize,
-        value: f64,
-    },
+    #[error(transparent)]
+    Scores(#[from] MetricsError),
     #[error("p_target must lie in the open interval (0, 1), got {0}")]
     InvalidPTarget(f64),
     #[error("target_fa_rate must lie in the open interval (0, 1), got {0}")]
@@ -224,21 +218,6 @@ pub fn threshold_at_fa(nontargets: &[f64], rate: f64) -> f64 {
         }
     }
     max.next_up()
-}
-
-fn check_scores(targets: &[f64], nontargets: &[f64]) -> Result<(), CalibrationError> {
-    if targets.is_empty() {
-        return Err(CalibrationError::EmptyTargets);
-    }
-    if nontargets.is_empty() {
-        return Err(CalibrationError::EmptyNontargets);
-    }
-    for (set, scores) in [("target", targets), ("nontarget", nontargets)] {
-        if let Some((index, &value)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
-            return Err(CalibrationError::NonFiniteScore { set, index, value });
-        }
-    }
-    Ok(())
 }
 
 fn share(scores: &[f64], pred: impl Fn(f64) -> bool) -> f64 {
@@ -556,20 +535,20 @@ mod tests {
         let t = [0.5, 0.9];
         assert!(matches!(
             Calibration::fit(&[], &n, 0.5, 0.1),
-            Err(CalibrationError::EmptyTargets)
+            Err(CalibrationError::Scores(MetricsError::EmptyTargets))
         ));
         assert!(matches!(
             Calibration::fit(&t, &[], 0.5, 0.1),
-            Err(CalibrationError::EmptyNontargets)
+            Err(CalibrationError::Scores(MetricsError::EmptyNontargets))
         ));
         let e = Calibration::fit(&t, &[0.0, f64::NAN], 0.5, 0.1).unwrap_err();
         assert!(matches!(
             e,
-            CalibrationError::NonFiniteScore {
+            CalibrationError::Scores(MetricsError::NonFiniteScore {
                 set: "nontarget",
                 index: 1,
                 ..
-            }
+            })
         ));
         for p in [0.0, 1.0, f64::NAN] {
             assert!(matches!(

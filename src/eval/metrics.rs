@@ -79,7 +79,8 @@ struct Point {
     p_fa: f64,
 }
 
-fn check_scores(targets: &[f64], nontargets: &[f64]) -> Result<(), MetricsError> {
+/// Checks that both score sets are non-empty and finite.
+pub(crate) fn check_scores(targets: &[f64], nontargets: &[f64]) -> Result<(), MetricsError> {
     if targets.is_empty() {
         return Err(MetricsError::EmptyTargets);
     }

@@ -41,6 +41,22 @@ pub fn ge2e_reference() -> Option<PathBuf> {
     )
 }
 
+/// Runs the `vocalguard` binary (with no model from the environment) and returns its stdout;
+/// panics with its stderr when it fails.
+pub fn run_vocalguard(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vocalguard"))
+        .args(args)
+        .env_remove("VOCALGUARD_MODEL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vocalguard {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A NumPy array read from a `.npy` file, as f64 values with its shape.
 pub struct Npy {
     pub shape: Vec<usize>,
