@@ -308,7 +308,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("calibration.json");
         let calibration =
-            Calibration::fit(&[0.8, 0.9, 0.85], &[0.1, 0.2, 0.3, 0.4], 0.5, 0.5).unwrap();
+            Calibration::fit(&[0.3, 0.8, 0.9], &[0.1, 0.2, 0.35, 0.4], 0.5, 0.5).unwrap();
         std::fs::write(&file, calibration.to_json()).unwrap();
         let config = ServerConfig {
             calibration: Some(file),

@@ -69,13 +69,16 @@ impl InferencePool {
         let depth = Arc::clone(&self.depth);
         let metrics = self.metrics.clone();
         let wrapped: Job = Box::new(move || {
-            if !tx.is_closed() && Instant::now() < deadline {
+            let result = (!tx.is_closed() && Instant::now() < deadline).then(|| {
                 let started = Instant::now();
                 let result = job();
                 metrics.record_inference(started.elapsed());
+                result
+            });
+            metrics.set_queue_depth(depth.fetch_sub(1, Ordering::SeqCst) - 1);
+            if let Some(result) = result {
                 let _ = tx.send(result);
             }
-            metrics.set_queue_depth(depth.fetch_sub(1, Ordering::SeqCst) - 1);
         });
         self.metrics
             .set_queue_depth(self.depth.fetch_add(1, Ordering::SeqCst) + 1);
