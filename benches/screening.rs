@@ -24,14 +24,20 @@
 //!
 //! The data is read from `VOCALGUARD_LIBRISPEECH_MINI`, else `../shared/data/librispeech-mini`.
 
+/// The test suite's server launcher (not every helper of it is used here).
+#[path = "../tests/common/server.rs"]
+#[allow(dead_code)]
+mod server;
+
 use std::future::Future;
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use server::ServerProcess;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use vocalguard::audio::{self, DecodeLimits};
@@ -323,117 +329,28 @@ fn screen_in_process(pipeline: &Pipeline, tracks: &[Track]) -> (Vec<Screened>, D
     (results.into_iter().map(|(_, s)| s).collect(), elapsed)
 }
 
-/// A running `vocalguard serve`, killed if dropped before [`Server::stop`].
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// Starts the server on an ephemeral loopback port with a fresh registry in `data_dir`,
-    /// with no `VOCALGUARD_*` or `RUST_LOG` setting from this environment, and waits until it
-    /// logs where it listens.
-    fn start(data_dir: &Path) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vocalguard"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("VOCALGUARD_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .env_remove("RUST_LOG")
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--log-filter",
-                "info",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting vocalguard serve");
-        let mut reader = BufReader::new(child.stderr.take().expect("piped stderr"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                let status = child.wait().expect("waiting for the server");
-                panic!(
-                    "vocalguard serve exited ({status}) before listening:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-            log.lock().unwrap().push_str(&line);
-            if let Some(addr) = address_after(&line, "listening on ") {
-                break addr;
-            }
-        };
-        let collected = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                collected.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        Self { child, addr, log }
-    }
-
-    /// The log lines at WARN or ERROR level so far, but for the expected refusals of
-    /// references with too little voice.
-    fn problems(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .filter(|l| {
-                !(l.contains("method=\"EnrollVoiceprint\"")
-                    && l.contains("code=FailedPrecondition"))
-            })
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Sends SIGTERM and waits up to `grace` for the exit; returns the status and the time it
-    /// took, or `None` if the server was still running (it is then killed when dropped).
-    fn stop(&mut self, grace: Duration) -> Option<(ExitStatus, Duration)> {
-        let sent = Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -TERM failed");
-        while sent.elapsed() < grace {
-            if let Some(status) = self.child.try_wait().expect("polling the server") {
-                return Some((status, sent.elapsed()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn address_after(line: &str, marker: &str) -> Option<String> {
-    line.split(marker)
-        .nth(1)?
-        .split(|c: char| c.is_whitespace() || c == '/' || c == '"')
-        .next()
+/// Warning and error lines the server logged (refusals of bad requests log at info).
+fn problems(server: &ServerProcess) -> Vec<String> {
+    server
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
         .map(str::to_string)
+        .collect()
+}
+
+/// Sends SIGTERM and waits up to `grace` for the exit; returns the status and the time it
+/// took, or `None` if the server was still running (it is then killed when dropped).
+fn stop(server: &mut ServerProcess, grace: Duration) -> Option<(ExitStatus, Duration)> {
+    let sent = Instant::now();
+    server.signal_term();
+    while sent.elapsed() < grace {
+        if let Some(status) = server.child.try_wait().expect("polling the server") {
+            return Some((status, sent.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// Creates the speakers' artists through gRPC and enrolls each one's first accepted
@@ -847,7 +764,7 @@ fn main() {
     drop(pipeline);
 
     let server_dir = tempfile::tempdir().expect("a temporary directory");
-    let mut server = Server::start(server_dir.path());
+    let mut server = ServerProcess::start(server_dir.path(), &[]);
     println!("gRPC: server on {}", server.addr);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -860,8 +777,8 @@ fn main() {
         &tracks,
         opts.calls,
     ));
-    let problems = server.problems();
-    let stopped = server.stop(Duration::from_secs(30));
+    let problems = problems(&server);
+    let stopped = stop(&mut server, Duration::from_secs(30));
 
     let report = Report {
         quick: opts.quick,

@@ -19,10 +19,17 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `vocalguard serve` on an ephemeral loopback port with `data_dir` and `extra`
-    /// arguments, and waits until it says where it listens. Panics with its output if it exits
-    /// first.
+    /// arguments, free of this environment's `VOCALGUARD_*` and `RUST_LOG` settings, and waits
+    /// until it says where it listens. Panics with its output if it exits first.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vocalguard"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vocalguard"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("VOCALGUARD_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .env_remove("RUST_LOG")
             .args([
                 "serve",
                 "--listen",
@@ -33,7 +40,6 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env_remove("VOCALGUARD_MODEL")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
