@@ -2,6 +2,7 @@
 //! health and reflection services, Prometheus metrics on a separate port, and graceful
 //! shutdown. Decoding and inference run on a bounded worker pool, never on the executor.
 
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod metrics;
