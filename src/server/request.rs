@@ -1,5 +1,9 @@
 //! What every call needs before the core sees it: its deadline, and for the client-streaming
 //! calls the metadata message and the audio bytes, checked against the upload limits.
+//!
+//! An upload stream is read by [`UploadParser`], a synchronous state machine fed one message
+//! at a time; [`collect_upload`] drives it from a tonic stream. Keeping the parser free of
+//! I/O lets it be tested and fuzzed on arbitrary message sequences.
 
 use std::time::{Duration, Instant};
 
@@ -20,20 +24,23 @@ pub fn deadline(metadata: &MetadataMap, default: Duration) -> Instant {
     Instant::now() + client.map_or(default, |c| c.min(default))
 }
 
-/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+/// Parses a `grpc-timeout` value: 1 to 8 ASCII digits and a unit (H, M, S, m, u, n).
+/// Anything else, including non-ASCII text, is `None`.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (&unit, digits) = value.as_bytes().split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n: u64 = digits.parse().ok()?;
+    let n = digits
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
     Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
         _ => return None,
     })
 }
@@ -74,62 +81,108 @@ impl UploadMessage for ScreenRequest {
     }
 }
 
-/// Reads an upload stream: exactly one metadata message, first, then audio chunks up to
-/// `max_bytes` in all. A broken stream's error is passed on as it came.
+/// Why an upload stream was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    /// The stream ended before any message.
+    #[error("empty stream: the first message must carry metadata")]
+    EmptyStream,
+    /// An audio chunk came before the metadata.
+    #[error("the first message must carry metadata, not an audio chunk")]
+    ChunkBeforeMetadata,
+    /// A second metadata message.
+    #[error("metadata sent twice: only the first message may carry it")]
+    MetadataTwice,
+    /// A message with neither metadata nor a chunk.
+    #[error("a message carries neither metadata nor a chunk")]
+    EmptyMessage,
+    /// The stream held metadata but no audio bytes.
+    #[error("no audio: the stream held metadata but no audio bytes")]
+    NoAudio,
+    /// More audio bytes than the server accepts.
+    #[error("the upload exceeds the server's limit of {max_bytes} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        max_bytes: u64,
+    },
+}
+
+impl From<UploadError> for Status {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+/// Reads an upload one message at a time: exactly one metadata message, first, then audio
+/// chunks up to `max_bytes` in all. The first refusal is final.
+#[derive(Debug)]
+pub struct UploadParser<M> {
+    max_bytes: u64,
+    metadata: Option<M>,
+    audio: Vec<u8>,
+}
+
+impl<M> UploadParser<M> {
+    /// A parser that accepts at most `max_bytes` of audio.
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            max_bytes,
+            metadata: None,
+            audio: Vec::new(),
+        }
+    }
+
+    /// Takes the next message's part (`None` when it carries neither).
+    pub fn push(&mut self, part: Option<Part<M>>) -> Result<(), UploadError> {
+        match (part, &self.metadata) {
+            (None, _) => Err(UploadError::EmptyMessage),
+            (Some(Part::Metadata(m)), None) => {
+                self.metadata = Some(m);
+                Ok(())
+            }
+            (Some(Part::Metadata(_)), Some(_)) => Err(UploadError::MetadataTwice),
+            (Some(Part::Chunk(_)), None) => Err(UploadError::ChunkBeforeMetadata),
+            (Some(Part::Chunk(bytes)), Some(_)) => {
+                if (self.audio.len() as u64).saturating_add(bytes.len() as u64) > self.max_bytes {
+                    return Err(UploadError::TooLarge {
+                        max_bytes: self.max_bytes,
+                    });
+                }
+                self.audio.extend_from_slice(&bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the stream: the metadata and the audio, or why they are not a complete upload.
+    pub fn finish(self) -> Result<(M, Vec<u8>), UploadError> {
+        let metadata = self.metadata.ok_or(UploadError::EmptyStream)?;
+        if self.audio.is_empty() {
+            return Err(UploadError::NoAudio);
+        }
+        Ok((metadata, self.audio))
+    }
+}
+
+/// Reads an upload stream with an [`UploadParser`]. A broken stream's error is passed on as
+/// it came.
 pub async fn collect_upload<R: UploadMessage>(
     mut stream: Streaming<R>,
     max_bytes: u64,
 ) -> Result<(R::Metadata, Vec<u8>), Status> {
-    let first = stream.message().await?.ok_or_else(|| {
-        Status::invalid_argument("empty stream: the first message must carry metadata")
-    })?;
-    let metadata = match first.into_part() {
-        Some(Part::Metadata(m)) => m,
-        Some(Part::Chunk(_)) => {
-            return Err(Status::invalid_argument(
-                "the first message must carry metadata, not an audio chunk",
-            ))
-        }
-        None => {
-            return Err(Status::invalid_argument(
-                "a message carries neither metadata nor a chunk",
-            ))
-        }
-    };
-    let mut audio = Vec::new();
+    let mut parser = UploadParser::new(max_bytes);
     while let Some(message) = stream.message().await? {
-        match message.into_part() {
-            Some(Part::Chunk(bytes)) => {
-                if (audio.len() + bytes.len()) as u64 > max_bytes {
-                    return Err(upload_too_large(max_bytes));
-                }
-                audio.extend_from_slice(&bytes);
-            }
-            Some(Part::Metadata(_)) => {
-                return Err(Status::invalid_argument(
-                    "metadata sent twice: only the first message may carry it",
-                ))
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "a message carries neither metadata nor a chunk",
-                ))
-            }
-        }
+        parser.push(message.into_part())?;
     }
-    if audio.is_empty() {
-        return Err(Status::invalid_argument(
-            "no audio: the stream held metadata but no audio bytes",
-        ));
-    }
-    Ok((metadata, audio))
+    Ok(parser.finish()?)
 }
 
 /// The status for an upload over the size limit.
 pub fn upload_too_large(max_bytes: u64) -> Status {
-    Status::resource_exhausted(format!(
-        "the upload exceeds the server's limit of {max_bytes} bytes"
-    ))
+    UploadError::TooLarge { max_bytes }.into()
 }
 
 #[cfg(test)]
@@ -145,6 +198,12 @@ mod tests {
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("5é"), None);
+        assert_eq!(parse_grpc_timeout("é"), None);
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
     }
 
     #[test]
@@ -155,5 +214,59 @@ mod tests {
         assert!(d <= Instant::now() + Duration::from_secs(1));
         let d = deadline(&MetadataMap::new(), Duration::from_secs(3));
         assert!(d > Instant::now() + Duration::from_secs(2));
+    }
+
+    fn chunk(n: usize) -> Option<Part<u8>> {
+        Some(Part::Chunk(vec![7; n]))
+    }
+
+    #[test]
+    fn an_upload_is_metadata_then_chunks() {
+        let mut p = UploadParser::new(10);
+        p.push(Some(Part::Metadata(1u8))).unwrap();
+        p.push(chunk(4)).unwrap();
+        p.push(chunk(0)).unwrap();
+        p.push(chunk(6)).unwrap();
+        assert_eq!(p.finish(), Ok((1, vec![7; 10])));
+    }
+
+    #[test]
+    fn bad_sequences_are_refused() {
+        assert_eq!(
+            UploadParser::<u8>::new(10).finish(),
+            Err(UploadError::EmptyStream)
+        );
+        let mut p = UploadParser::<u8>::new(10);
+        assert_eq!(p.push(chunk(1)), Err(UploadError::ChunkBeforeMetadata));
+        let mut p = UploadParser::<u8>::new(10);
+        assert_eq!(p.push(None), Err(UploadError::EmptyMessage));
+        let mut p = UploadParser::new(10);
+        p.push(Some(Part::Metadata(1u8))).unwrap();
+        assert_eq!(
+            p.push(Some(Part::Metadata(2))),
+            Err(UploadError::MetadataTwice)
+        );
+        let mut p = UploadParser::new(10);
+        p.push(Some(Part::Metadata(1u8))).unwrap();
+        assert_eq!(p.finish(), Err(UploadError::NoAudio));
+        let mut p = UploadParser::new(10);
+        p.push(Some(Part::Metadata(1u8))).unwrap();
+        p.push(chunk(10)).unwrap();
+        assert_eq!(
+            p.push(chunk(1)),
+            Err(UploadError::TooLarge { max_bytes: 10 })
+        );
+    }
+
+    #[test]
+    fn refusals_map_to_status_codes() {
+        assert_eq!(
+            Status::from(UploadError::TooLarge { max_bytes: 1 }).code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            Status::from(UploadError::MetadataTwice).code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }
