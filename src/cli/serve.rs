@@ -50,6 +50,14 @@ pub struct ServeArgs {
     /// Largest audio upload, bytes [default: 209715200, 200 MiB].
     #[arg(long, env = "VOCALGUARD_MAX_UPLOAD_BYTES", value_name = "BYTES")]
     max_upload_bytes: Option<u64>,
+    /// Calls that may hold audio at once (receiving it or waiting on its processing); beyond
+    /// that calls get RESOURCE_EXHAUSTED [default: 64].
+    #[arg(long, env = "VOCALGUARD_MAX_CONCURRENT_UPLOADS", value_name = "N")]
+    max_concurrent_uploads: Option<usize>,
+    /// Upload bytes all calls together may hold in memory; beyond that calls get
+    /// RESOURCE_EXHAUSTED [default: 1073741824, 1 GiB].
+    #[arg(long, env = "VOCALGUARD_MAX_BUFFERED_BYTES", value_name = "BYTES")]
+    max_buffered_bytes: Option<u64>,
     /// Longest audio accepted, seconds of sound [default: 900].
     #[arg(long, env = "VOCALGUARD_MAX_DURATION", value_name = "SECONDS")]
     max_duration: Option<f64>,
@@ -128,6 +136,11 @@ impl ServeArgs {
         c.offline |= self.offline;
         set(&mut c.limits.max_upload_bytes, &self.max_upload_bytes);
         set(&mut c.limits.max_duration_s, &self.max_duration);
+        set(
+            &mut c.limits.max_concurrent_uploads,
+            &self.max_concurrent_uploads,
+        );
+        set(&mut c.limits.max_buffered_bytes, &self.max_buffered_bytes);
         set(&mut c.limits.request_timeout_s, &self.request_timeout);
         set(&mut c.inference.workers, &self.workers);
         set(&mut c.inference.queue_capacity, &self.queue_capacity);

@@ -99,6 +99,12 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Deadline of a call that sets none (a shorter client deadline wins), seconds.
     pub request_timeout_s: f64,
+    /// Calls that may hold audio at once (receiving it, or waiting on its processing); beyond
+    /// that, RESOURCE_EXHAUSTED at once.
+    pub max_concurrent_uploads: usize,
+    /// Upload bytes all calls together may hold in memory; a chunk that would pass it gets
+    /// RESOURCE_EXHAUSTED. At least `max_upload_bytes`.
+    pub max_buffered_bytes: u64,
 }
 
 impl Default for Limits {
@@ -108,6 +114,8 @@ impl Default for Limits {
             max_duration_s: 900.0,
             max_message_bytes: 16 * 1024 * 1024,
             request_timeout_s: 120.0,
+            max_concurrent_uploads: 64,
+            max_buffered_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -188,6 +196,12 @@ impl ServerConfig {
         if l.max_upload_bytes == 0 || l.max_message_bytes < 1024 {
             return invalid(
                 "max_upload_bytes must be positive and max_message_bytes at least 1024".into(),
+            );
+        }
+        if l.max_concurrent_uploads == 0 || l.max_buffered_bytes < l.max_upload_bytes {
+            return invalid(
+                "max_concurrent_uploads must be at least 1 and max_buffered_bytes at least max_upload_bytes"
+                    .into(),
             );
         }
         if !(l.max_duration_s > 0.0 && l.max_duration_s.is_finite()) {
@@ -300,6 +314,12 @@ mod tests {
         assert!(toml::from_str::<ServerConfig>("listne = \"x\"").is_err());
         let mut cfg = ServerConfig::default();
         cfg.limits.request_timeout_s = 0.0;
+        assert!(cfg.validate().is_err());
+        let mut cfg = ServerConfig::default();
+        cfg.limits.max_buffered_bytes = cfg.limits.max_upload_bytes - 1;
+        assert!(cfg.validate().is_err());
+        let mut cfg = ServerConfig::default();
+        cfg.limits.max_concurrent_uploads = 0;
         assert!(cfg.validate().is_err());
     }
 

@@ -47,6 +47,10 @@ pub struct Metrics {
     decisions: IntCounterVec,
     queue_depth: IntGauge,
     rejected: IntCounter,
+    dropped: IntCounterVec,
+    uploads_in_flight: IntGauge,
+    upload_bytes: IntGauge,
+    uploads_refused: IntCounterVec,
     batch_windows: Histogram,
     inference_seconds: Histogram,
     registry_artists: IntGauge,
@@ -59,7 +63,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let window_buckets = (0..=10).map(|power| f64::from(1u32 << power)).collect();
-        Self {
+        let metrics = Self {
             requests: register(
                 &registry,
                 IntCounterVec::new(
@@ -105,6 +109,42 @@ impl Metrics {
                     "Inference jobs refused because the queue was full.",
                 ),
             ),
+            dropped: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "vocalguard_inference_dropped_total",
+                        "Queued inference jobs dropped unrun, by reason (expired: the deadline \
+                         passed; cancelled: the caller went away).",
+                    ),
+                    &["reason"],
+                ),
+            ),
+            uploads_in_flight: register(
+                &registry,
+                IntGauge::new(
+                    "vocalguard_uploads_in_flight",
+                    "Calls holding an upload slot (receiving audio, or waiting on its processing).",
+                ),
+            ),
+            upload_bytes: register(
+                &registry,
+                IntGauge::new(
+                    "vocalguard_upload_bytes",
+                    "Upload bytes reserved by calls in flight.",
+                ),
+            ),
+            uploads_refused: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "vocalguard_uploads_refused_total",
+                        "Uploads refused admission, by reason (slots: too many uploads at once; \
+                         bytes: the buffered-bytes budget was spent).",
+                    ),
+                    &["reason"],
+                ),
+            ),
             batch_windows: register(
                 &registry,
                 Histogram::with_opts(
@@ -147,7 +187,14 @@ impl Metrics {
                 ),
             ),
             registry,
+        };
+        for reason in ["expired", "cancelled"] {
+            metrics.dropped.with_label_values(&[reason]);
         }
+        for reason in ["slots", "bytes"] {
+            metrics.uploads_refused.with_label_values(&[reason]);
+        }
+        metrics
     }
 
     /// Records one finished RPC: its status `code` and how long it took.
@@ -173,6 +220,26 @@ impl Metrics {
     /// Counts one inference job refused because the queue was full.
     pub fn record_rejected(&self) {
         self.rejected.inc();
+    }
+
+    /// Counts one queued inference job dropped unrun: `"expired"` or `"cancelled"`.
+    pub fn record_dropped(&self, reason: &str) {
+        self.dropped.with_label_values(&[reason]).inc();
+    }
+
+    /// Sets the number of calls holding an upload slot.
+    pub fn set_uploads_in_flight(&self, uploads: usize) {
+        self.uploads_in_flight.set(saturating_i64(uploads));
+    }
+
+    /// Sets the upload bytes reserved by calls in flight.
+    pub fn set_upload_bytes(&self, bytes: u64) {
+        self.upload_bytes.set(saturating_i64(bytes));
+    }
+
+    /// Counts one upload refused admission: `"slots"` or `"bytes"`.
+    pub fn record_upload_refused(&self, reason: &str) {
+        self.uploads_refused.with_label_values(&[reason]).inc();
     }
 
     /// Records how many encoder windows (partials) one inference job ran.

@@ -2,6 +2,7 @@
 //! health and reflection services, Prometheus metrics on a separate port, and graceful
 //! shutdown. Decoding and inference run on a bounded worker pool, never on the executor.
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod convert;
@@ -31,6 +32,7 @@ use crate::proto::{PingRequest, PingResponse, ScoringContext};
 use crate::registry::Registry;
 use crate::screening::Scoring;
 pub use config::ServerConfig;
+use admission::UploadBudget;
 use metrics::Metrics;
 use pool::InferencePool;
 
@@ -39,6 +41,7 @@ pub struct Core {
     embedder: Arc<Embedder>,
     registry: Arc<Registry>,
     pool: InferencePool,
+    uploads: UploadBudget,
     metrics: Metrics,
     config: ServerConfig,
     scoring: Arc<Scoring>,
@@ -235,6 +238,11 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
     let core = Arc::new(Core {
         embedder: Arc::new(embedder),
         pool: InferencePool::new(workers, config.inference.queue_capacity, metrics.clone()),
+        uploads: UploadBudget::new(
+            config.limits.max_concurrent_uploads,
+            config.limits.max_buffered_bytes,
+            metrics.clone(),
+        ),
         registry: Arc::new(registry),
         metrics,
         config,

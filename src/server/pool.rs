@@ -1,7 +1,8 @@
 //! The bounded worker pool that runs decoding and inference, so that the async executor never
 //! does: a fixed number of threads take jobs from a queue of fixed capacity; a job that finds
 //! the queue full is refused at once, and a job whose caller has gone or whose deadline has
-//! passed is dropped unrun.
+//! passed is dropped unrun (with what it holds, e.g. the upload's bytes) and counted in
+//! `vocalguard_inference_dropped_total`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -69,12 +70,20 @@ impl InferencePool {
         let depth = Arc::clone(&self.depth);
         let metrics = self.metrics.clone();
         let wrapped: Job = Box::new(move || {
-            let result = (!tx.is_closed() && Instant::now() < deadline).then(|| {
+            let result = if tx.is_closed() {
+                drop(job);
+                metrics.record_dropped("cancelled");
+                None
+            } else if Instant::now() >= deadline {
+                drop(job);
+                metrics.record_dropped("expired");
+                None
+            } else {
                 let started = Instant::now();
                 let result = job();
                 metrics.record_inference(started.elapsed());
-                result
-            });
+                Some(result)
+            };
             metrics.set_queue_depth(depth.fetch_sub(1, Ordering::SeqCst) - 1);
             if let Some(result) = result {
                 let _ = tx.send(result);
@@ -167,7 +176,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_job_is_dropped_unrun() {
-        let pool = InferencePool::new(1, 4, Metrics::new());
+        let metrics = Metrics::new();
+        let pool = InferencePool::new(1, 4, metrics.clone());
         let ran = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&ran);
         let past = Instant::now();
@@ -179,6 +189,65 @@ mod tests {
         assert_eq!(result, Err(PoolError::Expired));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(ran.load(Ordering::SeqCst), 0);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"vocalguard_inference_dropped_total{reason="expired"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_went_away_is_dropped_unrun_and_frees_what_it_held() {
+        let metrics = Metrics::new();
+        let pool = Arc::new(InferencePool::new(1, 4, metrics.clone()));
+        let far = Instant::now() + Duration::from_secs(10);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move {
+                pool.run(far, move || {
+                    release_rx.recv().ok();
+                })
+                .await
+            })
+        };
+        while pool.depth() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let held = Arc::new(());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (in_job, seen) = (Arc::clone(&held), Arc::clone(&ran));
+        let abandoned = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move {
+                pool.run(far, move || {
+                    let _held = in_job;
+                    seen.fetch_add(1, Ordering::SeqCst);
+                })
+                .await
+            })
+        };
+        while pool.depth() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        abandoned.abort();
+        assert!(abandoned.await.unwrap_err().is_cancelled());
+        release_tx.send(()).unwrap();
+        assert_eq!(blocker.await.unwrap(), Ok(()));
+        while pool.depth() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "the dropped job let go of its data"
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"vocalguard_inference_dropped_total{reason="cancelled"} 1"#),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -142,7 +142,9 @@ impl RegistryService for RegistryApi {
         self.core
             .call("EnrollVoiceprint", &metadata, |deadline| async move {
                 let limits = core.config.limits;
-                let (meta, bytes) = collect_upload(stream, limits.max_upload_bytes).await?;
+                let mut permit = core.uploads.admit()?;
+                let (meta, bytes) =
+                    collect_upload(stream, limits.max_upload_bytes, &mut permit).await?;
                 let label = convert::label(meta.label)?;
                 let reg = Arc::clone(&core.registry);
                 let artist_id = meta.artist_id.clone();
@@ -156,6 +158,7 @@ impl RegistryService for RegistryApi {
                 let enrolled = core
                     .pool
                     .run(deadline, move || {
+                        let _permit = permit;
                         let audio = audio::decode_to_16k_mono(bytes, None, &decode_limits)
                             .map_err(convert::audio_status)?;
                         let prepared = embedder

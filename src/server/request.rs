@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
 use tonic::{Status, Streaming};
 
+use super::admission::UploadPermit;
 use crate::proto::{
     enroll_voiceprint_request, screen_request, EnrollMetadata, EnrollVoiceprintRequest,
     ScreenRequest, TrackMetadata,
@@ -167,15 +168,21 @@ impl<M> UploadParser<M> {
     }
 }
 
-/// Reads an upload stream with an [`UploadParser`]. A broken stream's error is passed on as
-/// it came.
+/// Reads an upload stream with an [`UploadParser`], reserving each chunk's bytes on `permit`
+/// before keeping them (RESOURCE_EXHAUSTED when the server's upload budget is spent). A
+/// broken stream's error is passed on as it came.
 pub async fn collect_upload<R: UploadMessage>(
     mut stream: Streaming<R>,
     max_bytes: u64,
+    permit: &mut UploadPermit,
 ) -> Result<(R::Metadata, Vec<u8>), Status> {
     let mut parser = UploadParser::new(max_bytes);
     while let Some(message) = stream.message().await? {
-        parser.push(message.into_part())?;
+        let part = message.into_part();
+        if let Some(Part::Chunk(bytes)) = &part {
+            permit.reserve(bytes.len())?;
+        }
+        parser.push(part)?;
     }
     Ok(parser.finish()?)
 }

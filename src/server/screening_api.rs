@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use super::admission::UploadPermit;
 use super::convert::{self, pool_status, screening_status};
 use super::request::{collect_upload, upload_too_large};
 use super::Core;
@@ -37,9 +38,11 @@ impl ScreeningService for ScreeningApi {
         let stream = request.into_inner();
         self.core
             .call("Screen", &metadata, |deadline| async move {
+                let mut permit = core.uploads.admit()?;
                 let (meta, bytes) =
-                    collect_upload(stream, core.config.limits.max_upload_bytes).await?;
-                screen_bytes(core, meta, bytes, deadline).await
+                    collect_upload(stream, core.config.limits.max_upload_bytes, &mut permit)
+                        .await?;
+                screen_bytes(core, meta, bytes, permit, deadline).await
             })
             .await
     }
@@ -63,17 +66,21 @@ impl ScreeningService for ScreeningApi {
                 if r.audio.is_empty() {
                     return Err(Status::invalid_argument("no audio: the clip is empty"));
                 }
-                screen_bytes(core, meta, r.audio, deadline).await
+                let mut permit = core.uploads.admit()?;
+                permit.reserve(r.audio.len())?;
+                screen_bytes(core, meta, r.audio, permit, deadline).await
             })
             .await
     }
 }
 
-/// Checks the metadata, then decodes and screens `bytes` on the inference pool.
+/// Checks the metadata, then decodes and screens `bytes` on the inference pool; `permit`, the
+/// bytes' admission, is given back when the job lets go of them.
 async fn screen_bytes(
     core: Arc<Core>,
     meta: TrackMetadata,
     bytes: Vec<u8>,
+    permit: UploadPermit,
     deadline: Instant,
 ) -> Result<ScreenResponse, Status> {
     let upload = convert::upload(meta)?;
@@ -84,6 +91,7 @@ async fn screen_bytes(
     let verdict = core
         .pool
         .run(deadline, move || {
+            let _permit = permit;
             let audio =
                 audio::decode_to_16k_mono(bytes, None, &limits).map_err(convert::audio_status)?;
             screening::screen(&embedder, &registry, audio.samples, &upload, &scoring)
