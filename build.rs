@@ -4,7 +4,7 @@
 use protox::prost::Message;
 
 /// Enum fields (prost keeps them as `i32`) and the serializer that writes their names in JSON.
-const ENUM_FIELDS: [(&str, &str); 6] = [
+const ENUM_FIELDS: [(&str, &str); 7] = [
     (".vocalguard.v1.Voiceprint.label", "voiceprint_label"),
     (".vocalguard.v1.EnrollMetadata.label", "voiceprint_label"),
     (
@@ -17,6 +17,7 @@ const ENUM_FIELDS: [(&str, &str); 6] = [
         "review_reason",
     ),
     (".vocalguard.v1.ScreenResponse.flags", "flags"),
+    (".vocalguard.v1.AuditEvent.action", "audit_action"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

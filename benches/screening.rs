@@ -45,7 +45,7 @@ use vocalguard::embed::{EmbedError, Embedder};
 use vocalguard::encoder::{ResolveOptions, SpeakerModel};
 use vocalguard::proto::{self, registry_service_client::RegistryServiceClient};
 use vocalguard::proto::{screening_service_client::ScreeningServiceClient, ScreenResponse};
-use vocalguard::registry::{Registry, RegistryError, VoiceprintLabel};
+use vocalguard::registry::{Origin, Registry, RegistryError, VoiceprintLabel};
 use vocalguard::screening::{self, AiDisclosure, Scoring, Upload};
 use vocalguard::server::ServerConfig;
 
@@ -211,11 +211,15 @@ fn enroll_in_process(pipeline: &Pipeline, speakers: &[Speaker]) -> Vec<Vec<PathB
     let Pipeline {
         embedder, registry, ..
     } = pipeline;
+    let origin = Origin {
+        actor: "screening-bench".into(),
+        request_id: "in-process".into(),
+    };
     speakers
         .iter()
         .map(|speaker| {
             registry
-                .create_artist(&speaker.id, &display_name(speaker))
+                .create_artist(&origin, &speaker.id, &display_name(speaker))
                 .expect("creating an artist");
             let mut enrolled = Vec::new();
             for path in &speaker.utterances {
@@ -229,6 +233,7 @@ fn enroll_in_process(pipeline: &Pipeline, speakers: &[Speaker]) -> Vec<Vec<PathB
                 };
                 let description = file_name(path);
                 match registry.enroll(
+                    &origin,
                     &speaker.id,
                     VoiceprintLabel::Speaking,
                     &description,

@@ -29,6 +29,7 @@ pub mod enum_names {
     by_name!(ai_disclosure, super::AiDisclosure);
     by_name!(decision, super::Decision);
     by_name!(review_reason, super::ReviewReason);
+    by_name!(audit_action, super::AuditAction);
 
     /// Writes each flag's proto name.
     pub fn flags<S: Serializer>(values: &[i32], s: S) -> Result<S::Ok, S::Error> {

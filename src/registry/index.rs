@@ -55,7 +55,8 @@ impl SearchIndex {
         self.rows.extend_from_slice(embedding);
     }
 
-    /// Removes a voiceprint; returns whether it was there.
+    /// Removes a voiceprint, zeroing the row its embedding vacates; returns whether it was
+    /// there.
     pub fn remove(&mut self, voiceprint_id: &str) -> bool {
         let Some(at) = self.position.remove(voiceprint_id) else {
             return false;
@@ -67,6 +68,7 @@ impl SearchIndex {
             head[at * self.dim..(at + 1) * self.dim].copy_from_slice(&tail[..self.dim]);
             self.position.insert(self.ids[at].0.clone(), at);
         }
+        self.rows[last * self.dim..].fill(0.0);
         self.rows.truncate(last * self.dim);
         true
     }

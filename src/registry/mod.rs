@@ -2,10 +2,16 @@
 //! the parties they authorize, kept in an embedded transactional [`store`] and mirrored in an
 //! in-memory [`index`] for search. Enrollment's safety checks (enough voice, consistency with
 //! the artist's voiceprints, no collision with another artist) live here, under the same lock
-//! as the write, so concurrent enrollments cannot slip past them.
+//! as the write, so concurrent enrollments cannot slip past them. Every change names its
+//! [`audit::Origin`] and leaves an event in the [`audit`] trail; deletions purge the deleted
+//! records from the index and from the file ([`purge`]).
 
+pub mod audit;
 pub mod index;
+mod purge;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
@@ -15,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::Embedding;
 use crate::encoder::ModelId;
+pub use audit::{AuditAction, AuditEvent, AuditQuery, Origin};
 use index::SearchIndex;
 use store::Store;
 
@@ -278,6 +285,7 @@ impl Registry {
     /// Creates an artist; an empty `artist_id` gets a generated one.
     pub fn create_artist(
         &self,
+        origin: &Origin,
         artist_id: &str,
         display_name: &str,
     ) -> Result<Artist, RegistryError> {
@@ -299,7 +307,7 @@ impl Registry {
             created_at_unix_s: now(),
         };
         let _w = self.lock_writer();
-        let version = self.store.insert_artist(&artist)?;
+        let version = self.store.insert_artist(origin, &artist)?;
         self.set_version(version);
         Ok(artist)
     }
@@ -333,13 +341,21 @@ impl Registry {
     }
 
     /// Deletes an artist with everything hanging off it; returns the counts removed and the
-    /// new version. The index forgets the artist's voiceprints at once.
-    pub fn delete_artist(&self, artist_id: &str) -> Result<(store::Counts, u64), RegistryError> {
+    /// new version. The index forgets the artist's voiceprints at once, then the file is
+    /// purged of them.
+    pub fn delete_artist(
+        &self,
+        origin: &Origin,
+        artist_id: &str,
+    ) -> Result<(store::Counts, u64), RegistryError> {
         let _w = self.lock_writer();
-        let (counts, version) = self.store.delete_artist(artist_id)?;
-        let mut snapshot = self.write_snapshot();
-        snapshot.index.remove_artist(artist_id);
-        snapshot.version = version;
+        let (counts, version) = self.store.delete_artist(origin, artist_id)?;
+        {
+            let mut snapshot = self.write_snapshot();
+            snapshot.index.remove_artist(artist_id);
+            snapshot.version = version;
+        }
+        self.purge_deleted();
         Ok((counts, version))
     }
 
@@ -347,6 +363,7 @@ impl Registry {
     /// of `artist_id`.
     pub fn enroll(
         &self,
+        origin: &Origin,
         artist_id: &str,
         label: VoiceprintLabel,
         description: &str,
@@ -412,7 +429,7 @@ impl Registry {
             created_at_unix_s: now(),
             embedding: embedding.vector.clone(),
         };
-        let version = self.store.insert_voiceprint(&voiceprint)?;
+        let version = self.store.insert_voiceprint(origin, &voiceprint)?;
         let mut snapshot = self.write_snapshot();
         snapshot
             .index
@@ -432,19 +449,28 @@ impl Registry {
         self.store.voiceprints_of(artist_id)
     }
 
-    /// Deletes one voiceprint from the store and the index; returns the new version.
-    pub fn delete_voiceprint(&self, voiceprint_id: &str) -> Result<u64, RegistryError> {
+    /// Deletes one voiceprint from the store and the index, then purges it from the file;
+    /// returns the new version.
+    pub fn delete_voiceprint(
+        &self,
+        origin: &Origin,
+        voiceprint_id: &str,
+    ) -> Result<u64, RegistryError> {
         let _w = self.lock_writer();
-        let (_, version) = self.store.delete_voiceprint(voiceprint_id)?;
-        let mut snapshot = self.write_snapshot();
-        snapshot.index.remove(voiceprint_id);
-        snapshot.version = version;
+        let (_, version) = self.store.delete_voiceprint(origin, voiceprint_id)?;
+        {
+            let mut snapshot = self.write_snapshot();
+            snapshot.index.remove(voiceprint_id);
+            snapshot.version = version;
+        }
+        self.purge_deleted();
         Ok(version)
     }
 
     /// Authorizes `party_id` for `artist_id` (replacing an earlier grant's note).
     pub fn grant(
         &self,
+        origin: &Origin,
         artist_id: &str,
         party_id: &str,
         note: &str,
@@ -462,15 +488,20 @@ impl Registry {
             granted_at_unix_s: now(),
         };
         let _w = self.lock_writer();
-        let version = self.store.put_authorization(&grant)?;
+        let version = self.store.put_authorization(origin, &grant)?;
         self.set_version(version);
         Ok(grant)
     }
 
     /// Withdraws an authorization; returns the new version.
-    pub fn revoke(&self, artist_id: &str, party_id: &str) -> Result<u64, RegistryError> {
+    pub fn revoke(
+        &self,
+        origin: &Origin,
+        artist_id: &str,
+        party_id: &str,
+    ) -> Result<u64, RegistryError> {
         let _w = self.lock_writer();
-        let version = self.store.delete_authorization(artist_id, party_id)?;
+        let version = self.store.delete_authorization(origin, artist_id, party_id)?;
         self.set_version(version);
         Ok(version)
     }
@@ -486,6 +517,14 @@ impl Registry {
         Ok(self.store.authorization(artist_id, party_id)?.is_some())
     }
 
+    /// A page of the audit trail (see [`AuditQuery`]) and whether more events follow.
+    pub fn audit_events(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<(Vec<AuditEvent>, bool), RegistryError> {
+        self.store.audit_events(query)
+    }
+
     /// An artist's record, if it exists.
     pub fn find_artist(&self, artist_id: &str) -> Result<Option<Artist>, RegistryError> {
         self.store.artist(artist_id)
@@ -498,6 +537,15 @@ impl Registry {
             voiceprints: counts.voiceprints,
             authorizations: counts.authorizations,
         })
+    }
+
+    /// Purges a committed deletion from the file. The deletion stands if this fails: it is
+    /// already durable and gone from the index, and its purge stays marked pending, to be
+    /// retried after the next deletion or when the registry is next opened.
+    fn purge_deleted(&self) {
+        if let Err(e) = self.store.purge() {
+            tracing::error!(error = %e, "purging deleted records from the registry file failed; retried after the next deletion or at the next start");
+        }
     }
 
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {

@@ -1,16 +1,20 @@
 //! The embedded registry store: one `redb` file, every change one transaction that is
-//! durable when the call returns. It also pins the model the registry was built with.
+//! durable when the call returns and that appends its [`audit`](super::audit) event. It also
+//! pins the model the registry was built with, and purges deleted records from the file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Artist, Authorization, RegistryError, Voiceprint};
+use super::audit::{self, AuditAction, AuditEvent, AuditQuery, Change, Origin};
+use super::{purge, Artist, Authorization, RegistryError, Voiceprint};
 use crate::encoder::ModelId;
 
-/// `meta`: schema version, model identity, registry version.
+/// `meta`: schema version, model identity, registry version, and `purge_pending` while a
+/// deletion's bytes may still be in the file.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// `artists`: artist id → JSON [`Artist`].
 const ARTISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artists");
@@ -21,8 +25,13 @@ const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("voiceprint_own
 /// `authorizations`: `artist id \0 party id` → JSON [`Authorization`].
 const AUTHORIZATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("authorizations");
 
-/// Layout version of the file; a file written by a newer layout is refused.
-const SCHEMA_VERSION: u64 = 1;
+/// Layout version of the file; a file written by a newer layout is refused. Version 2 added
+/// the audit trail; a version 1 file is migrated when opened, and older builds refuse version
+/// 2 so that none can change the registry without recording it.
+const SCHEMA_VERSION: u64 = 2;
+
+/// The `meta` key present while a committed deletion has not yet been purged from the file.
+const PURGE_PENDING: &str = "purge_pending";
 
 impl From<redb::Error> for RegistryError {
     fn from(e: redb::Error) -> Self {
@@ -73,13 +82,17 @@ pub struct Counts {
 
 /// The registry file.
 pub struct Store {
-    db: Database,
+    /// The open database; replaced by a purged copy after deletions.
+    db: RwLock<Database>,
+    path: PathBuf,
 }
 
 impl Store {
     /// Opens (or creates) `path`. A new file is stamped with `model`; an existing one must have
-    /// been built with the same model, else [`RegistryError::ModelMismatch`].
+    /// been built with the same model, else [`RegistryError::ModelMismatch`]. A file of schema
+    /// version 1 gains the audit tables; a purge a crash interrupted is finished.
     pub fn open(path: &Path, model: &ModelId) -> Result<Self, RegistryError> {
+        purge::remove_if_present(&purge::scratch_path(path))?;
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
         {
@@ -92,7 +105,10 @@ impl Store {
                         path.display()
                     )))
                 }
-                Some(_) => {
+                Some(v) => {
+                    if v.is_some_and(|v| v < SCHEMA_VERSION) {
+                        meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                    }
                     let stored = ModelId {
                         name: text(meta.get("model_name")?.as_ref().map(|v| v.value())),
                         sha256: text(meta.get("model_sha256")?.as_ref().map(|v| v.value())),
@@ -116,14 +132,27 @@ impl Store {
             tx.open_table(VOICEPRINTS)?;
             tx.open_table(OWNERS)?;
             tx.open_table(AUTHORIZATIONS)?;
+            audit::create_tables(&tx)?;
         }
         tx.commit()?;
-        Ok(Self { db })
+        let store = Self {
+            db: RwLock::new(db),
+            path: path.to_path_buf(),
+        };
+        if store.purge_pending()? {
+            store.purge()?;
+        }
+        Ok(store)
+    }
+
+    /// The open database, for reading or for a write transaction.
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The registry version: the number of committed changes.
     pub fn version(&self) -> Result<u64, RegistryError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let meta = tx.open_table(META)?;
         let version = meta.get("version")?;
         Ok(version.and_then(|v| read_u64(v.value())).unwrap_or(0))
@@ -131,7 +160,7 @@ impl Store {
 
     /// One artist.
     pub fn artist(&self, artist_id: &str) -> Result<Option<Artist>, RegistryError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let artists = tx.open_table(ARTISTS)?;
         let found = artists.get(artist_id)?;
         found.map(|v| decode(v.value(), "artist")).transpose()
@@ -143,7 +172,7 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Artist>, u64), RegistryError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let artists = tx.open_table(ARTISTS)?;
         let total = artists.len()?;
         let mut page = Vec::new();
@@ -161,7 +190,7 @@ impl Store {
 
     /// Every voiceprint of one artist, in id order.
     pub fn voiceprints_of(&self, artist_id: &str) -> Result<Vec<Voiceprint>, RegistryError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let table = tx.open_table(VOICEPRINTS)?;
         let (from, to) = artist_prefix(artist_id);
         let mut out = Vec::new();
@@ -173,7 +202,7 @@ impl Store {
 
     /// Every voiceprint in the registry (to build the search index).
     pub fn all_voiceprints(&self) -> Result<Vec<Voiceprint>, RegistryError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let table = tx.open_table(VOICEPRINTS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -184,7 +213,7 @@ impl Store {
 
     /// Numbers of voiceprints and authorizations of one artist.
     pub fn counts_of(&self, artist_id: &str) -> Result<Counts, RegistryError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let (from, to) = artist_prefix(artist_id);
         let voiceprints = tx
             .open_table(VOICEPRINTS)?
@@ -206,7 +235,7 @@ impl Store {
         artist_id: &str,
         party_id: &str,
     ) -> Result<Option<Authorization>, RegistryError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let table = tx.open_table(AUTHORIZATIONS)?;
         let found = table.get(format!("{artist_id}\0{party_id}").as_str())?;
         found
@@ -216,7 +245,7 @@ impl Store {
 
     /// Every authorization of one artist, in party order.
     pub fn authorizations_of(&self, artist_id: &str) -> Result<Vec<Authorization>, RegistryError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let table = tx.open_table(AUTHORIZATIONS)?;
         let (from, to) = artist_prefix(artist_id);
         let mut out = Vec::new();
@@ -227,8 +256,8 @@ impl Store {
     }
 
     /// Inserts a new artist; `AlreadyExists` if the id is taken. Returns the new version.
-    pub fn insert_artist(&self, artist: &Artist) -> Result<u64, RegistryError> {
-        self.change(|tx| {
+    pub fn insert_artist(&self, origin: &Origin, artist: &Artist) -> Result<u64, RegistryError> {
+        self.change(origin, |tx| {
             let mut artists = tx.open_table(ARTISTS)?;
             if artists.get(artist.artist_id.as_str())?.is_some() {
                 return Err(RegistryError::AlreadyExists {
@@ -237,17 +266,22 @@ impl Store {
                 });
             }
             artists.insert(artist.artist_id.as_str(), encode(artist).as_slice())?;
-            Ok(())
+            Ok(Change::artist(AuditAction::CreateArtist, &artist.artist_id))
         })
     }
 
-    /// Deletes an artist with its voiceprints and authorizations, in one transaction.
-    pub fn delete_artist(&self, artist_id: &str) -> Result<(Counts, u64), RegistryError> {
+    /// Deletes an artist with its voiceprints and authorizations, in one transaction that
+    /// marks a purge pending (see [`Store::purge`]).
+    pub fn delete_artist(
+        &self,
+        origin: &Origin,
+        artist_id: &str,
+    ) -> Result<(Counts, u64), RegistryError> {
         let mut counts = Counts {
             voiceprints: 0,
             authorizations: 0,
         };
-        let version = self.change(|tx| {
+        let version = self.change(origin, |tx| {
             if tx.open_table(ARTISTS)?.remove(artist_id)?.is_none() {
                 return Err(RegistryError::NotFound {
                     what: "artist",
@@ -269,14 +303,19 @@ impl Store {
                 entry?;
                 counts.authorizations += 1;
             }
-            Ok(())
+            mark_purge_pending(tx)?;
+            Ok(Change::artist(AuditAction::DeleteArtist, artist_id))
         })?;
         Ok((counts, version))
     }
 
     /// Stores a new voiceprint of an existing artist.
-    pub fn insert_voiceprint(&self, voiceprint: &Voiceprint) -> Result<u64, RegistryError> {
-        self.change(|tx| {
+    pub fn insert_voiceprint(
+        &self,
+        origin: &Origin,
+        voiceprint: &Voiceprint,
+    ) -> Result<u64, RegistryError> {
+        self.change(origin, |tx| {
             if tx
                 .open_table(ARTISTS)?
                 .get(voiceprint.artist_id.as_str())?
@@ -294,14 +333,23 @@ impl Store {
                 voiceprint.voiceprint_id.as_str(),
                 voiceprint.artist_id.as_str(),
             )?;
-            Ok(())
+            Ok(Change::voiceprint(
+                AuditAction::EnrollVoiceprint,
+                &voiceprint.artist_id,
+                &voiceprint.voiceprint_id,
+            ))
         })
     }
 
-    /// Deletes one voiceprint; returns its artist and the new version.
-    pub fn delete_voiceprint(&self, voiceprint_id: &str) -> Result<(String, u64), RegistryError> {
+    /// Deletes one voiceprint in a transaction that marks a purge pending (see
+    /// [`Store::purge`]); returns its artist and the new version.
+    pub fn delete_voiceprint(
+        &self,
+        origin: &Origin,
+        voiceprint_id: &str,
+    ) -> Result<(String, u64), RegistryError> {
         let mut artist = String::new();
-        let version = self.change(|tx| {
+        let version = self.change(origin, |tx| {
             let mut owners = tx.open_table(OWNERS)?;
             let owner = owners.remove(voiceprint_id)?.map(|v| v.value().to_string());
             let Some(owner) = owner else {
@@ -310,17 +358,23 @@ impl Store {
                     id: voiceprint_id.to_string(),
                 });
             };
-            artist = owner;
-            let key = format!("{artist}\0{voiceprint_id}");
+            let key = format!("{owner}\0{voiceprint_id}");
             tx.open_table(VOICEPRINTS)?.remove(key.as_str())?;
-            Ok(())
+            mark_purge_pending(tx)?;
+            let change = Change::voiceprint(AuditAction::DeleteVoiceprint, &owner, voiceprint_id);
+            artist = owner;
+            Ok(change)
         })?;
         Ok((artist, version))
     }
 
     /// Grants (or re-grants) an authorization to a party of an existing artist.
-    pub fn put_authorization(&self, grant: &Authorization) -> Result<u64, RegistryError> {
-        self.change(|tx| {
+    pub fn put_authorization(
+        &self,
+        origin: &Origin,
+        grant: &Authorization,
+    ) -> Result<u64, RegistryError> {
+        self.change(origin, |tx| {
             if tx
                 .open_table(ARTISTS)?
                 .get(grant.artist_id.as_str())?
@@ -334,17 +388,22 @@ impl Store {
             let key = format!("{}\0{}", grant.artist_id, grant.party_id);
             tx.open_table(AUTHORIZATIONS)?
                 .insert(key.as_str(), encode(grant).as_slice())?;
-            Ok(())
+            Ok(Change::party(
+                AuditAction::GrantAuthorization,
+                &grant.artist_id,
+                &grant.party_id,
+            ))
         })
     }
 
     /// Revokes an authorization; `NotFound` if it was not granted.
     pub fn delete_authorization(
         &self,
+        origin: &Origin,
         artist_id: &str,
         party_id: &str,
     ) -> Result<u64, RegistryError> {
-        self.change(|tx| {
+        self.change(origin, |tx| {
             let key = format!("{artist_id}\0{party_id}");
             if tx
                 .open_table(AUTHORIZATIONS)?
@@ -356,21 +415,68 @@ impl Store {
                     id: format!("{party_id} of artist {artist_id}"),
                 });
             }
-            Ok(())
+            Ok(Change::party(
+                AuditAction::RevokeAuthorization,
+                artist_id,
+                party_id,
+            ))
         })
     }
 
-    /// Runs `apply` in a write transaction, bumps the registry version and commits; nothing
-    /// is written when `apply` fails. Returns the new version.
+    /// Up to `query.limit` audit events matching `query`, in sequence order, and whether more
+    /// follow.
+    pub fn audit_events(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<(Vec<AuditEvent>, bool), RegistryError> {
+        audit::list(&self.db().begin_read()?, query)
+    }
+
+    /// Whether a committed deletion still awaits its purge.
+    pub fn purge_pending(&self) -> Result<bool, RegistryError> {
+        let tx = self.db().begin_read()?;
+        let meta = tx.open_table(META)?;
+        let pending = meta.get(PURGE_PENDING)?.is_some();
+        Ok(pending)
+    }
+
+    /// Rewrites the file with only its live records (see [`purge`](super::purge)), so that
+    /// nothing deleted can be read back from it, and clears the pending mark. Reads and writes
+    /// wait while it runs.
+    pub fn purge(&self) -> Result<(), RegistryError> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        let fresh = purge::rewrite(&db, &self.path, |from, to| {
+            purge::copy_table(from, to, META)?;
+            purge::copy_table(from, to, ARTISTS)?;
+            purge::copy_table(from, to, VOICEPRINTS)?;
+            purge::copy_table(from, to, OWNERS)?;
+            purge::copy_table(from, to, AUTHORIZATIONS)?;
+            purge::copy_table(from, to, audit::EVENTS)?;
+            purge::copy_table(from, to, audit::BY_ARTIST)?;
+            to.open_table(META)?.remove(PURGE_PENDING)?;
+            Ok(())
+        })?;
+        *db = fresh;
+        Ok(())
+    }
+
+    /// Runs `apply` in a write transaction, bumps the registry version, appends the audit event
+    /// of the change `apply` reports (made by `origin`) and commits; nothing is written when
+    /// `apply` fails. Returns the new version.
     fn change(
         &self,
-        apply: impl FnOnce(&redb::WriteTransaction) -> Result<(), RegistryError>,
+        origin: &Origin,
+        apply: impl FnOnce(&redb::WriteTransaction) -> Result<Change, RegistryError>,
     ) -> Result<u64, RegistryError> {
-        let tx = self.db.begin_write()?;
-        if let Err(e) = apply(&tx) {
-            tx.abort()?;
-            return Err(e);
-        }
+        let db = self.db();
+        let tx = db.begin_write()?;
+        let change = match apply(&tx) {
+            Ok(change) => change,
+            Err(e) => {
+                tx.abort()?;
+                return Err(e);
+            }
+        };
         let version = {
             let mut meta = tx.open_table(META)?;
             let version = meta
@@ -381,9 +487,16 @@ impl Store {
             meta.insert("version", version.to_le_bytes().as_slice())?;
             version
         };
+        audit::append(&tx, origin, change, version)?;
         tx.commit()?;
         Ok(version)
     }
+}
+
+/// Marks, inside a deletion's transaction, that its bytes must be purged from the file.
+fn mark_purge_pending(tx: &redb::WriteTransaction) -> Result<(), RegistryError> {
+    tx.open_table(META)?.insert(PURGE_PENDING, [1u8].as_slice())?;
+    Ok(())
 }
 
 fn read_u64(bytes: &[u8]) -> Option<u64> {

@@ -7,7 +7,7 @@ use super::pool::PoolError;
 use crate::audio::AudioError;
 use crate::embed::EmbedError;
 use crate::proto;
-use crate::registry::{self, ArtistSummary, RegistryError, VoiceprintLabel};
+use crate::registry::{self, ArtistSummary, AuditAction, RegistryError, VoiceprintLabel};
 use crate::screening::{self, AiDisclosure, Decision, Flag, ReviewReason, ScreeningError, Verdict};
 
 /// A registry error as a status.
@@ -115,6 +115,29 @@ pub fn authorization(a: registry::Authorization) -> proto::Authorization {
         party_id: a.party_id,
         note: a.note,
         granted_at_unix_s: a.granted_at_unix_s,
+    }
+}
+
+/// Wire audit event.
+pub fn audit_event(e: registry::AuditEvent) -> proto::AuditEvent {
+    let action = match e.action {
+        AuditAction::CreateArtist => proto::AuditAction::CreateArtist,
+        AuditAction::DeleteArtist => proto::AuditAction::DeleteArtist,
+        AuditAction::EnrollVoiceprint => proto::AuditAction::EnrollVoiceprint,
+        AuditAction::DeleteVoiceprint => proto::AuditAction::DeleteVoiceprint,
+        AuditAction::GrantAuthorization => proto::AuditAction::GrantAuthorization,
+        AuditAction::RevokeAuthorization => proto::AuditAction::RevokeAuthorization,
+    };
+    proto::AuditEvent {
+        sequence: e.sequence,
+        time_unix_ms: e.at_unix_ms,
+        actor: e.actor,
+        request_id: e.request_id,
+        action: action as i32,
+        artist_id: e.artist_id,
+        voiceprint_id: e.voiceprint_id.unwrap_or_default(),
+        party_id: e.party_id.unwrap_or_default(),
+        registry_version: e.registry_version,
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
@@ -29,8 +29,9 @@ use crate::proto::ping_service_server::{PingService, PingServiceServer};
 use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::screening_service_server::ScreeningServiceServer;
 use crate::proto::{PingRequest, PingResponse, ScoringContext};
-use crate::registry::Registry;
+use crate::registry::{Origin, Registry};
 use crate::screening::Scoring;
+use auth::Caller;
 pub use config::ServerConfig;
 use admission::UploadBudget;
 use metrics::Metrics;
@@ -47,26 +48,58 @@ pub struct Core {
     scoring: Arc<Scoring>,
 }
 
+/// What a handler knows about its call besides the message.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// When the call's deadline passes.
+    pub deadline: Instant,
+    /// The call's request id (the client's `x-request-id`, or a fresh one).
+    pub request_id: String,
+    /// The caller's name, or [`Caller::ANONYMOUS`] when access control is off.
+    pub caller: String,
+}
+
+impl CallContext {
+    /// Who made a registry change, for its audit event.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            actor: self.caller.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
 impl Core {
-    /// Runs one call: picks its request id and deadline, runs `handle` (given the deadline)
-    /// inside a span carrying the request id, and records its outcome in logs and metrics.
-    async fn call<T, F, Fut>(
+    /// Runs one call: picks its request id and deadline, reads the caller the access check
+    /// attached, runs `handle` (given that context and the message) inside a span carrying the
+    /// request id, and records its outcome in logs and metrics.
+    async fn call<R, T, F, Fut>(
         &self,
         method: &'static str,
-        metadata: &MetadataMap,
+        request: Request<R>,
         handle: F,
     ) -> Result<Response<T>, Status>
     where
-        F: FnOnce(Instant) -> Fut,
+        F: FnOnce(CallContext, R) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let request_id = telemetry::request_id_from(metadata);
+        let (metadata, extensions, message) = request.into_parts();
+        let request_id = telemetry::request_id_from(&metadata);
         let default = Duration::from_secs_f64(self.config.limits.request_timeout_s);
-        let deadline = request::deadline(metadata, default);
+        let deadline = request::deadline(&metadata, default);
+        let caller = extensions
+            .get::<Caller>()
+            .map_or(Caller::ANONYMOUS, |c| c.name.as_str())
+            .to_string();
         let span = tracing::info_span!("request", request_id = %request_id, method);
         let started = Instant::now();
+        let context = CallContext {
+            deadline,
+            request_id: request_id.clone(),
+            caller,
+        };
         let outcome = async {
-            match tokio::time::timeout_at(deadline.into(), handle(deadline)).await {
+            match tokio::time::timeout_at(deadline.into(), handle(context, message)).await {
                 Ok(result) => result,
                 Err(_) => Err(Status::deadline_exceeded(
                     "the call's deadline passed before it finished",

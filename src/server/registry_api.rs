@@ -10,10 +10,11 @@ use super::Core;
 use crate::audio;
 use crate::proto::registry_service_server::RegistryService;
 use crate::proto::*;
+use crate::registry::AuditQuery;
 
-/// Most artists a page may hold.
+/// Most artists or audit events a page may hold.
 const MAX_PAGE: usize = 1000;
-/// Artists a page holds when the client does not say.
+/// Artists or audit events a page holds when the client does not say.
 const DEFAULT_PAGE: usize = 100;
 
 /// The registry service.
@@ -35,13 +36,12 @@ impl RegistryService for RegistryApi {
         request: Request<CreateArtistRequest>,
     ) -> Result<Response<Artist>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("CreateArtist", &metadata, |_| async move {
+            .call("CreateArtist", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
+                let origin = cx.origin();
                 let created = core
-                    .blocking(move || reg.create_artist(&r.artist_id, &r.display_name))
+                    .blocking(move || reg.create_artist(&origin, &r.artist_id, &r.display_name))
                     .await?
                     .map_err(registry_status)?;
                 core.registry_changed();
@@ -60,10 +60,8 @@ impl RegistryService for RegistryApi {
         request: Request<GetArtistRequest>,
     ) -> Result<Response<Artist>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("GetArtist", &metadata, |_| async move {
+            .call("GetArtist", request, |_, r| async move {
                 let reg = Arc::clone(&core.registry);
                 let found = core
                     .blocking(move || reg.artist(&r.artist_id))
@@ -79,14 +77,9 @@ impl RegistryService for RegistryApi {
         request: Request<ListArtistsRequest>,
     ) -> Result<Response<ListArtistsResponse>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("ListArtists", &metadata, |_| async move {
-                let limit = match r.page_size as usize {
-                    0 => DEFAULT_PAGE,
-                    n => n.min(MAX_PAGE),
-                };
+            .call("ListArtists", request, |_, r| async move {
+                let limit = page_limit(r.page_size);
                 let reg = Arc::clone(&core.registry);
                 let after = (!r.page_token.is_empty()).then_some(r.page_token);
                 let (page, total, more) = core
@@ -111,14 +104,13 @@ impl RegistryService for RegistryApi {
         request: Request<DeleteArtistRequest>,
     ) -> Result<Response<DeleteArtistResponse>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("DeleteArtist", &metadata, |_| async move {
+            .call("DeleteArtist", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
                 let id = r.artist_id.clone();
+                let origin = cx.origin();
                 let (counts, version) = core
-                    .blocking(move || reg.delete_artist(&id))
+                    .blocking(move || reg.delete_artist(&origin, &id))
                     .await?
                     .map_err(registry_status)?;
                 core.registry_changed();
@@ -137,10 +129,8 @@ impl RegistryService for RegistryApi {
         request: Request<Streaming<EnrollVoiceprintRequest>>,
     ) -> Result<Response<EnrollVoiceprintResponse>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let stream = request.into_inner();
         self.core
-            .call("EnrollVoiceprint", &metadata, |deadline| async move {
+            .call("EnrollVoiceprint", request, |cx, stream| async move {
                 let limits = core.config.limits;
                 let mut permit = core.uploads.admit()?;
                 let (meta, bytes) =
@@ -155,9 +145,10 @@ impl RegistryService for RegistryApi {
                 let decode_limits = core.decode_limits();
                 let min_voiced_s = registry.policy().min_voiced_s;
                 let metrics = core.metrics.clone();
+                let origin = cx.origin();
                 let enrolled = core
                     .pool
-                    .run(deadline, move || {
+                    .run(cx.deadline, move || {
                         let _permit = permit;
                         let audio = audio::decode_to_16k_mono(bytes, None, &decode_limits)
                             .map_err(convert::audio_status)?;
@@ -170,7 +161,13 @@ impl RegistryService for RegistryApi {
                             .map_err(|e| embed_status(e, min_voiced_s))?
                             .remove(0);
                         registry
-                            .enroll(&meta.artist_id, label, &meta.description, &embedding)
+                            .enroll(
+                                &origin,
+                                &meta.artist_id,
+                                label,
+                                &meta.description,
+                                &embedding,
+                            )
                             .map_err(registry_status)
                     })
                     .await
@@ -203,10 +200,8 @@ impl RegistryService for RegistryApi {
         request: Request<ListVoiceprintsRequest>,
     ) -> Result<Response<ListVoiceprintsResponse>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("ListVoiceprints", &metadata, |_| async move {
+            .call("ListVoiceprints", request, |_, r| async move {
                 let reg = Arc::clone(&core.registry);
                 let found = core
                     .blocking(move || reg.voiceprints(&r.artist_id))
@@ -224,14 +219,13 @@ impl RegistryService for RegistryApi {
         request: Request<DeleteVoiceprintRequest>,
     ) -> Result<Response<DeleteVoiceprintResponse>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("DeleteVoiceprint", &metadata, |_| async move {
+            .call("DeleteVoiceprint", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
                 let id = r.voiceprint_id.clone();
+                let origin = cx.origin();
                 let registry_version = core
-                    .blocking(move || reg.delete_voiceprint(&id))
+                    .blocking(move || reg.delete_voiceprint(&origin, &id))
                     .await?
                     .map_err(registry_status)?;
                 core.registry_changed();
@@ -246,13 +240,12 @@ impl RegistryService for RegistryApi {
         request: Request<GrantAuthorizationRequest>,
     ) -> Result<Response<Authorization>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("GrantAuthorization", &metadata, |_| async move {
+            .call("GrantAuthorization", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
+                let origin = cx.origin();
                 let grant = core
-                    .blocking(move || reg.grant(&r.artist_id, &r.party_id, &r.note))
+                    .blocking(move || reg.grant(&origin, &r.artist_id, &r.party_id, &r.note))
                     .await?
                     .map_err(registry_status)?;
                 core.registry_changed();
@@ -267,14 +260,13 @@ impl RegistryService for RegistryApi {
         request: Request<RevokeAuthorizationRequest>,
     ) -> Result<Response<RevokeAuthorizationResponse>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("RevokeAuthorization", &metadata, |_| async move {
+            .call("RevokeAuthorization", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
                 let artist_id = r.artist_id.clone();
+                let origin = cx.origin();
                 let registry_version = core
-                    .blocking(move || reg.revoke(&artist_id, &r.party_id))
+                    .blocking(move || reg.revoke(&origin, &artist_id, &r.party_id))
                     .await?
                     .map_err(registry_status)?;
                 core.registry_changed();
@@ -289,10 +281,8 @@ impl RegistryService for RegistryApi {
         request: Request<ListAuthorizationsRequest>,
     ) -> Result<Response<ListAuthorizationsResponse>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("ListAuthorizations", &metadata, |_| async move {
+            .call("ListAuthorizations", request, |_, r| async move {
                 let reg = Arc::clone(&core.registry);
                 let found = core
                     .blocking(move || reg.authorizations(&r.artist_id))
@@ -303,5 +293,48 @@ impl RegistryService for RegistryApi {
                 })
             })
             .await
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        self.core
+            .call("ListAuditEvents", request, |_, r| async move {
+                let after_sequence = match r.page_token.as_str() {
+                    "" => r.after_sequence,
+                    token => token.parse().map_err(|_| {
+                        Status::invalid_argument(format!("malformed page_token {token:?}"))
+                    })?,
+                };
+                let query = AuditQuery {
+                    after_sequence,
+                    artist_id: (!r.artist_id.is_empty()).then_some(r.artist_id),
+                    limit: page_limit(r.page_size),
+                };
+                let reg = Arc::clone(&core.registry);
+                let (events, more) = core
+                    .blocking(move || reg.audit_events(&query))
+                    .await?
+                    .map_err(registry_status)?;
+                let next_page_token = match (more, events.last()) {
+                    (true, Some(last)) => last.sequence.to_string(),
+                    _ => String::new(),
+                };
+                Ok(ListAuditEventsResponse {
+                    events: events.into_iter().map(convert::audit_event).collect(),
+                    next_page_token,
+                })
+            })
+            .await
+    }
+}
+
+/// The page size a client asked for: 0 means the default, and no page exceeds the maximum.
+fn page_limit(page_size: u32) -> usize {
+    match page_size as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
     }
 }

@@ -34,10 +34,9 @@ impl ScreeningService for ScreeningApi {
         request: Request<Streaming<ScreenRequest>>,
     ) -> Result<Response<ScreenResponse>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let stream = request.into_inner();
         self.core
-            .call("Screen", &metadata, |deadline| async move {
+            .call("Screen", request, |cx, stream| async move {
+                let deadline = cx.deadline;
                 let mut permit = core.uploads.admit()?;
                 let (meta, bytes) =
                     collect_upload(stream, core.config.limits.max_upload_bytes, &mut permit)
@@ -52,10 +51,9 @@ impl ScreeningService for ScreeningApi {
         request: Request<ScreenClipRequest>,
     ) -> Result<Response<ScreenResponse>, Status> {
         let core = Arc::clone(&self.core);
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
         self.core
-            .call("ScreenClip", &metadata, |deadline| async move {
+            .call("ScreenClip", request, |cx, r| async move {
+                let deadline = cx.deadline;
                 let meta = r
                     .metadata
                     .ok_or_else(|| Status::invalid_argument("metadata is required"))?;

@@ -1,0 +1,320 @@
+//! The audit trail and purging, on real registry files in a temporary folder.
+
+use std::path::Path;
+
+use redb::{Database, TableDefinition};
+
+use super::store::Store;
+use super::*;
+
+const DIM: usize = 256;
+
+fn model() -> ModelId {
+    ModelId {
+        name: "test-model".into(),
+        sha256: "00".repeat(32),
+    }
+}
+
+fn origin(actor: &str, request_id: &str) -> Origin {
+    Origin {
+        actor: actor.into(),
+        request_id: request_id.into(),
+    }
+}
+
+fn open(dir: &Path) -> Registry {
+    Registry::open(dir, &model(), DIM, EnrollmentPolicy::default()).unwrap()
+}
+
+/// A unit vector along axis `axis`, nudged so that its text encoding is distinctive.
+fn embedding(axis: usize, nudge: f32) -> Embedding {
+    let mut vector = vec![nudge; DIM];
+    vector[axis] = 1.0;
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    vector.iter_mut().for_each(|x| *x /= norm);
+    Embedding {
+        vector,
+        duration_s: 10.0,
+        voiced_s: 8.0,
+        n_partials: 5,
+    }
+}
+
+fn all_events(registry: &Registry) -> Vec<AuditEvent> {
+    let query = AuditQuery {
+        limit: usize::MAX - 1,
+        ..AuditQuery::default()
+    };
+    let (events, more) = registry.audit_events(&query).unwrap();
+    assert!(!more);
+    events
+}
+
+/// How often the JSON text of `vector` (as the store encodes it) occurs in the file's bytes.
+fn occurrences(path: &Path, vector: &[f32]) -> usize {
+    let needle = serde_json::to_vec(vector).unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    bytes.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+#[test]
+fn every_change_appends_one_event_in_its_transaction_and_refusals_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    let admin = origin("admin-token", "req-1");
+    registry.create_artist(&admin, "a", "Artist A").unwrap();
+    registry.create_artist(&admin, "b", "Artist B").unwrap();
+    let vp = registry
+        .enroll(
+            &origin("admin-token", "req-2"),
+            "a",
+            VoiceprintLabel::Singing,
+            "",
+            &embedding(0, 0.01),
+        )
+        .unwrap()
+        .voiceprint
+        .voiceprint_id;
+    registry
+        .grant(&origin("ops", "req-3"), "a", "label-1", "contract 7")
+        .unwrap();
+    let before = all_events(&registry).len();
+    let refused = origin("ops", "req-refused");
+    assert!(registry.create_artist(&refused, "a", "Again").is_err());
+    assert!(registry.revoke(&refused, "a", "nobody").is_err());
+    assert!(registry.delete_voiceprint(&refused, "vp-missing").is_err());
+    assert!(registry.delete_artist(&refused, "missing").is_err());
+    assert!(registry
+        .enroll(
+            &refused,
+            "b",
+            VoiceprintLabel::Speaking,
+            "",
+            &embedding(0, 0.02)
+        )
+        .is_err());
+    assert_eq!(all_events(&registry).len(), before, "refusals write nothing");
+    registry.revoke(&origin("ops", "req-4"), "a", "label-1").unwrap();
+    registry.delete_voiceprint(&origin("ops", "req-5"), &vp).unwrap();
+    registry.delete_artist(&origin("ops", "req-6"), "a").unwrap();
+
+    let events = all_events(&registry);
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.sequence,
+                e.action,
+                e.artist_id.as_str(),
+                e.voiceprint_id.as_deref(),
+                e.party_id.as_deref(),
+                e.actor.as_str(),
+                e.request_id.as_str(),
+                e.registry_version,
+            )
+        })
+        .collect();
+    use AuditAction::*;
+    let vp = Some(vp.as_str());
+    assert_eq!(
+        summary,
+        [
+            (1, CreateArtist, "a", None, None, "admin-token", "req-1", 1),
+            (2, CreateArtist, "b", None, None, "admin-token", "req-1", 2),
+            (3, EnrollVoiceprint, "a", vp, None, "admin-token", "req-2", 3),
+            (4, GrantAuthorization, "a", None, Some("label-1"), "ops", "req-3", 4),
+            (5, RevokeAuthorization, "a", None, Some("label-1"), "ops", "req-4", 5),
+            (6, DeleteVoiceprint, "a", vp, None, "ops", "req-5", 6),
+            (7, DeleteArtist, "a", None, None, "ops", "req-6", 7),
+        ]
+    );
+    assert_eq!(registry.version(), 7);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for pair in events.windows(2) {
+        assert!(pair[0].at_unix_ms <= pair[1].at_unix_ms);
+    }
+    assert!((now_ms - events[0].at_unix_ms).abs() < 60_000);
+}
+
+#[test]
+fn events_page_by_sequence_filter_by_artist_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let registry = open(dir.path());
+        let o = origin("anonymous", "r");
+        for id in ["a", "b", "c"] {
+            registry.create_artist(&o, id, id).unwrap();
+        }
+        for party in ["p1", "p2", "p3"] {
+            registry.grant(&o, "b", party, "").unwrap();
+        }
+        registry.delete_artist(&o, "b").unwrap();
+    }
+    let registry = open(dir.path());
+    let every = all_events(&registry);
+    assert_eq!(
+        every.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+
+    let page = |after_sequence, artist_id: Option<&str>, limit| {
+        registry
+            .audit_events(&AuditQuery {
+                after_sequence,
+                artist_id: artist_id.map(str::to_string),
+                limit,
+            })
+            .unwrap()
+    };
+    let (first, more) = page(0, None, 3);
+    assert_eq!(first, every[..3]);
+    assert!(more);
+    let (rest, more) = page(3, None, 10);
+    assert_eq!(rest, every[3..]);
+    assert!(!more);
+    let (last, more) = page(4, None, 3);
+    assert_eq!(last, every[4..]);
+    assert!(!more, "exactly the last events: nothing more");
+
+    let (of_b, more) = page(0, Some("b"), 100);
+    assert!(!more);
+    assert_eq!(
+        of_b.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [2, 4, 5, 6, 7],
+        "the deleted artist's history stays"
+    );
+    let (of_b_later, more) = page(4, Some("b"), 2);
+    assert_eq!(
+        of_b_later.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [5, 6]
+    );
+    assert!(more);
+    assert!(page(0, Some("nobody"), 10).0.is_empty());
+    assert_eq!(page(0, Some("a"), 10).0, every[..1]);
+}
+
+#[test]
+fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(Registry::FILE_NAME);
+    let (kept, doomed) = (embedding(1, 0.0123), embedding(2, 0.0456));
+    let doomed_id;
+    {
+        let registry = open(dir.path());
+        let o = origin("anonymous", "r");
+        registry.create_artist(&o, "a", "A").unwrap();
+        registry.create_artist(&o, "b", "B").unwrap();
+        registry
+            .enroll(&o, "a", VoiceprintLabel::Speaking, "", &kept)
+            .unwrap();
+        doomed_id = registry
+            .enroll(&o, "b", VoiceprintLabel::Speaking, "", &doomed)
+            .unwrap()
+            .voiceprint
+            .voiceprint_id;
+    }
+    assert!(occurrences(&path, &doomed.vector) > 0);
+    {
+        // The store alone deletes without purging: the bytes stay, marked for purging.
+        let store = Store::open(&path, &model()).unwrap();
+        store
+            .delete_voiceprint(&origin("anonymous", "r"), &doomed_id)
+            .unwrap();
+        assert!(store.purge_pending().unwrap());
+        assert!(store.all_voiceprints().unwrap().len() == 1);
+        assert!(
+            occurrences(&path, &doomed.vector) > 0,
+            "redb keeps a deleted record's bytes in freed pages"
+        );
+    }
+    // Opening finishes the pending purge.
+    let registry = open(dir.path());
+    assert_eq!(occurrences(&path, &doomed.vector), 0);
+    assert_eq!(occurrences(&path, &kept.vector), 1);
+    assert!(!registry.store.purge_pending().unwrap());
+    assert_eq!(registry.snapshot().index.len(), 1);
+    assert_eq!(all_events(&registry).len(), 5, "the purge keeps the trail");
+    assert!(!scratch_left(dir.path()));
+
+    // Through the registry, a delete purges at once.
+    registry
+        .delete_artist(&origin("anonymous", "r2"), "a")
+        .unwrap();
+    assert_eq!(occurrences(&path, &kept.vector), 0);
+    assert!(!registry.store.purge_pending().unwrap());
+    assert_eq!(registry.snapshot().index.len(), 0);
+    assert!(registry.store.all_voiceprints().unwrap().is_empty());
+    // Writes after the purge land in the new file and survive reopening.
+    registry
+        .create_artist(&origin("anonymous", "r3"), "c", "C")
+        .unwrap();
+    drop(registry);
+    let registry = open(dir.path());
+    assert!(registry.find_artist("c").unwrap().is_some());
+    assert_eq!(all_events(&registry).len(), 7);
+    assert_eq!(registry.version(), 7);
+}
+
+fn scratch_left(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .any(|e| e.unwrap().file_name() != Registry::FILE_NAME)
+}
+
+#[test]
+fn a_schema_1_file_is_migrated_and_keeps_its_records() {
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    const ARTISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artists");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(Registry::FILE_NAME);
+    {
+        // The layout the schema-1 store wrote.
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx.open_table(META).unwrap();
+            meta.insert("schema_version", 1u64.to_le_bytes().as_slice())
+                .unwrap();
+            meta.insert("model_name", model().name.as_bytes()).unwrap();
+            meta.insert("model_sha256", model().sha256.as_bytes())
+                .unwrap();
+            meta.insert("version", 1u64.to_le_bytes().as_slice())
+                .unwrap();
+            let artist = Artist {
+                artist_id: "old".into(),
+                display_name: "Old".into(),
+                created_at_unix_s: 1,
+            };
+            tx.open_table(ARTISTS)
+                .unwrap()
+                .insert("old", serde_json::to_vec(&artist).unwrap().as_slice())
+                .unwrap();
+            for name in ["voiceprints", "authorizations"] {
+                tx.open_table(TableDefinition::<&str, &[u8]>::new(name))
+                    .unwrap();
+            }
+            tx.open_table(TableDefinition::<&str, &str>::new("voiceprint_owners"))
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let registry = open(dir.path());
+    assert_eq!(registry.find_artist("old").unwrap().unwrap().display_name, "Old");
+    assert!(all_events(&registry).is_empty());
+    registry
+        .grant(&origin("anonymous", "r"), "old", "p", "")
+        .unwrap();
+    let events = all_events(&registry);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].registry_version, 2);
+    drop(registry);
+    let db = Database::open(&path).unwrap();
+    let tx = db.begin_read().unwrap();
+    let meta = tx.open_table(META).unwrap();
+    let schema = meta.get("schema_version").unwrap().unwrap();
+    assert_eq!(schema.value(), 2u64.to_le_bytes());
+}
