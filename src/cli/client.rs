@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::{InterceptedService, Interceptor};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Status;
 
 use crate::proto::registry_service_client::RegistryServiceClient;
@@ -18,10 +20,10 @@ use crate::proto::*;
 /// Bytes per streamed audio chunk.
 const CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Where the server is and how to print.
+/// Where the server is, how to reach it and how to print.
 #[derive(Debug, Clone, Args)]
 pub struct Connection {
-    /// Server URL.
+    /// Server URL; `https://` for a server with TLS.
     #[arg(
         long,
         env = "VOCALGUARD_SERVER",
@@ -34,24 +36,131 @@ pub struct Connection {
     /// Deadline of the call, seconds.
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
     timeout: f64,
+    /// API token, sent as `authorization: Bearer <token>`.
+    #[arg(
+        long,
+        env = "VOCALGUARD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<Secret>,
+    /// PEM CA certificate to trust for an https:// server [default: the public web roots].
+    #[arg(long, env = "VOCALGUARD_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (mutual TLS; with --tls-key).
+    #[arg(
+        long,
+        env = "VOCALGUARD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(
+        long,
+        env = "VOCALGUARD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
+/// A secret given on the command line, kept out of `Debug` output and error messages.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Adds the API token (if any) to every call, as sensitive metadata.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection to the server that sends the API token with every call.
+type Transport = InterceptedService<Channel, Bearer>;
+
 impl Connection {
-    fn channel(&self, runtime: &tokio::runtime::Runtime) -> Result<Channel> {
+    fn channel(&self, runtime: &tokio::runtime::Runtime) -> Result<Transport> {
         anyhow::ensure!(
             self.timeout > 0.0 && self.timeout.is_finite(),
             "--timeout must be a positive number of seconds"
         );
-        let endpoint = Endpoint::from_shared(self.server.clone())
+        let mut endpoint = Endpoint::from_shared(self.server.clone())
             .with_context(|| format!("invalid --server URL {:?}", self.server))?
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs_f64(self.timeout));
-        runtime
+        if let Some(tls) = self.tls()? {
+            endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
+        }
+        let bearer = match &self.token {
+            Some(Secret(token)) => {
+                let mut value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "--token / VOCALGUARD_TOKEN holds characters a token cannot have"
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let channel = runtime
             .block_on(endpoint.connect())
-            .with_context(|| format!("connecting to {}", self.server))
+            .with_context(|| format!("connecting to {}", self.server))?;
+        Ok(InterceptedService::new(channel, Bearer(bearer)))
     }
 
-    fn registry(&self, rt: &tokio::runtime::Runtime) -> Result<RegistryServiceClient<Channel>> {
+    /// The TLS settings for an https:// server; `None` for http://.
+    fn tls(&self) -> Result<Option<ClientTlsConfig>> {
+        let https = self.server.starts_with("https://");
+        if !https {
+            anyhow::ensure!(
+                self.tls_ca.is_none() && self.tls_cert.is_none(),
+                "--tls-ca, --tls-cert and --tls-key need an https:// --server URL"
+            );
+            return Ok(None);
+        }
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
+        };
+        let mut tls = match &self.tls_ca {
+            Some(ca) => ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?)),
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            tls = tls.identity(Identity::from_pem(
+                read(cert, "client certificate")?,
+                read(key, "client key")?,
+            ));
+        }
+        Ok(Some(tls))
+    }
+
+    fn registry(&self, rt: &tokio::runtime::Runtime) -> Result<RegistryServiceClient<Transport>> {
         Ok(RegistryServiceClient::new(self.channel(rt)?)
             .max_decoding_message_size(64 * 1024 * 1024))
     }

@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod eval;
 mod serve;
+mod token;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ enum Command {
     /// Run the gRPC server: registry and screening services, health, reflection and metrics.
     /// With no arguments it starts on the embedded defaults (127.0.0.1:50051, built-in model,
     /// registry in ./vocalguard-data).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Embed audio files; one JSON line per file on stdout, errors on stderr.
     Embed(EmbedArgs),
     /// Print the cosine score between the speakers of two audio files.
@@ -63,6 +64,9 @@ enum Command {
     /// Fit a threshold at a target false-alarm rate and a score-to-LLR calibration from a
     /// score file, for the server or for `eval --calibration`.
     Calibrate(eval::CalibrateArgs),
+    /// Make API tokens for the server's access control.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// How to find the model and treat the audio; shared by every command that embeds.
@@ -159,7 +163,7 @@ impl Cli {
             .build_global()
             .context("starting the worker pool")?;
         match self.command {
-            Command::Serve(args) => serve::run(args),
+            Command::Serve(args) => serve::run(*args),
             Command::Embed(args) => embed(args),
             Command::Compare(args) => compare(args),
             Command::Bench(args) => bench::run(args, threads),
@@ -172,6 +176,7 @@ impl Cli {
             Command::Screen(a) => client::screen(a),
             Command::Eval(a) => eval::eval(a),
             Command::Calibrate(a) => eval::calibrate(a),
+            Command::Token(c) => token::run(c),
         }
     }
 }

@@ -11,13 +11,15 @@ use clap::Args;
 use crate::audio::DecodeLimits;
 use crate::embed::Embedder;
 use crate::encoder::{ResolveOptions, SpeakerModel};
+use crate::server::auth::parse_inline_tokens;
 use crate::server::telemetry::{self, LogFormat};
 use crate::server::ServerConfig;
 
 /// Flags of `vocalguard serve`. Each may also come from the environment variable named in its
 /// help, or from the configuration file (same names, `_` for `-`, thresholds under
 /// `[screening]`, limits under `[limits]`, pool sizes under `[inference]`, enrollment checks
-/// under `[enrollment]`; `--print-config` shows the full layout).
+/// under `[enrollment]`, TLS files under `[tls]`, tokens under `[auth]`; `--print-config`
+/// shows the full layout).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// TOML configuration file; environment variables and flags override its values.
@@ -110,6 +112,29 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `vocalguard=debug`; RUST_LOG overrides it [default: info].
     #[arg(long, env = "VOCALGUARD_LOG", value_name = "FILTER")]
     log_filter: Option<String>,
+    /// API tokens file: TOML `[[token]]` entries of `name`, `roles` and `sha256` (the token's
+    /// SHA-256, from `vocalguard token new`). With no tokens configured, access control is off.
+    #[arg(long, env = "VOCALGUARD_TOKENS_FILE", value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
+    /// API token entries inline, `NAME:ROLE[,ROLE...]:SHA256` separated by `;`; added to the
+    /// tokens file's.
+    #[arg(
+        long,
+        env = "VOCALGUARD_TOKENS",
+        value_name = "ENTRIES",
+        hide_env_values = true
+    )]
+    tokens: Option<String>,
+    /// PEM certificate chain for TLS on the gRPC listener (with --tls-key).
+    #[arg(long, env = "VOCALGUARD_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS certificate.
+    #[arg(long, env = "VOCALGUARD_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates for client certificates: when set, every client must present a
+    /// certificate signed by one of them (mutual TLS).
+    #[arg(long, env = "VOCALGUARD_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -161,6 +186,21 @@ impl ServeArgs {
         }
         set(&mut c.log_format, &self.log_format);
         set(&mut c.log_filter, &self.log_filter);
+        if self.tokens_file.is_some() {
+            c.auth.tokens_file = self.tokens_file.clone();
+        }
+        if let Some(inline) = &self.tokens {
+            c.auth.tokens = parse_inline_tokens(inline, "--tokens / VOCALGUARD_TOKENS")?;
+        }
+        for (target, value) in [
+            (&mut c.tls.cert, &self.tls_cert),
+            (&mut c.tls.key, &self.tls_key),
+            (&mut c.tls.client_ca, &self.tls_client_ca),
+        ] {
+            if value.is_some() {
+                *target = value.clone();
+            }
+        }
         c.validate()?;
         Ok(c)
     }

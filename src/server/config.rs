@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::TokenEntry;
 use super::telemetry::LogFormat;
 use crate::encoder::source::DEFAULT_MODEL;
 use crate::encoder::ModelId;
@@ -70,6 +71,33 @@ pub struct ServerConfig {
     pub enrollment: EnrollmentPolicy,
     /// AS-Norm of window scores over a cohort.
     pub as_norm: Option<AsNormConfig>,
+    /// TLS on the gRPC listener.
+    pub tls: TlsConfig,
+    /// API tokens; access control is on when any is configured.
+    pub auth: AuthConfig,
+}
+
+/// TLS (rustls) on the gRPC listener: on when `cert` and `key` are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain the server presents.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates; when set, every client must present a certificate signed by one
+    /// of them (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// API tokens with roles (see `crate::server::auth`). No tokens: access control is off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// TOML file of `[[token]]` entries (`name`, `roles`, `sha256`), read at start.
+    pub tokens_file: Option<PathBuf>,
+    /// Entries given inline (the form `VOCALGUARD_TOKENS` takes), added to the file's.
+    pub tokens: Vec<TokenEntry>,
 }
 
 /// Adaptive symmetric score normalisation in screening.
@@ -158,6 +186,8 @@ impl Default for ServerConfig {
             enrollment: EnrollmentPolicy::default(),
             calibration: None,
             as_norm: None,
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -223,6 +253,15 @@ impl ServerConfig {
             return invalid(
                 "enrollment thresholds must lie in -1..1 and min_voiced_s must not be negative"
                     .into(),
+            );
+        }
+        let t = &self.tls;
+        if t.cert.is_some() != t.key.is_some() {
+            return invalid("tls.cert and tls.key must be set together".into());
+        }
+        if t.client_ca.is_some() && t.cert.is_none() {
+            return invalid(
+                "tls.client_ca (client certificates) needs tls.cert and tls.key".into(),
             );
         }
         Ok(())
@@ -343,6 +382,41 @@ mod tests {
             refused.contains("was fitted on scores of model"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn half_configured_tls_is_refused() {
+        let tls = |cert: bool, key: bool, ca: bool| ServerConfig {
+            tls: TlsConfig {
+                cert: cert.then(|| "cert.pem".into()),
+                key: key.then(|| "key.pem".into()),
+                client_ca: ca.then(|| "ca.pem".into()),
+            },
+            ..ServerConfig::default()
+        };
+        for (cert, key, ca) in [
+            (true, false, false),
+            (false, true, false),
+            (false, false, true),
+        ] {
+            let refused = tls(cert, key, ca).validate().unwrap_err().to_string();
+            assert!(refused.contains("tls."), "{refused}");
+        }
+        tls(true, true, false).validate().unwrap();
+        tls(true, true, true).validate().unwrap();
+    }
+
+    #[test]
+    fn tls_and_tokens_round_trip_through_toml() {
+        let text = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n\n\
+                    [auth]\ntokens_file = \"tokens.toml\"\n\n[[auth.tokens]]\nname = \"ingest\"\n\
+                    roles = [\"screen\"]\nsha256 = \"ab\"\n";
+        let cfg: ServerConfig = toml::from_str(text).unwrap();
+        assert_eq!(cfg.tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(cfg.auth.tokens[0].name, "ingest");
+        let back: ServerConfig = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(back, cfg);
+        assert!(toml::from_str::<ServerConfig>("[tls]\ncertificate = \"c\"\n").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod registry_api;
 pub mod request;
 pub mod screening_api;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -220,9 +221,37 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
+/// Says at start whether access control and TLS are on; warns when anyone may call, or when
+/// tokens would cross the network in clear text.
+fn log_access(tokens: &auth::Tokens, tls: bool, config: &ServerConfig) {
+    if tokens.is_empty() {
+        tracing::warn!(
+            "access control is off: no API tokens are configured, so every caller may screen and change the registry (configure tokens with --tokens-file or VOCALGUARD_TOKENS)"
+        );
+    } else {
+        tracing::info!(tokens = tokens.len(), "access control on");
+        if !tls && !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                "API tokens cross the network in clear text: serve with TLS (--tls-cert, --tls-key)"
+            );
+        }
+    }
+    if tls {
+        tracing::info!(
+            client_certificates = config.tls.client_ca.is_some(),
+            "TLS on"
+        );
+    }
+}
+
 /// Opens the registry, binds the listeners and serves until SIGINT or SIGTERM: then health
 /// turns NOT_SERVING, new calls are refused, and in-flight calls finish before it returns.
 pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
+    let tokens = Arc::new(
+        auth::Tokens::load(config.auth.tokens_file.as_deref(), &config.auth.tokens)
+            .context("loading the API tokens")?,
+    );
+    let tls = tls::server_tls(&config.tls).context("loading the TLS files")?;
     let model = embedder.model_id().clone();
     let dim = embedder.model().card().embedding_dim;
     let registry = Registry::open(&config.data_dir, &model, dim, config.enrollment)
@@ -289,6 +318,7 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
         workers,
         "registry open"
     );
+    log_access(&tokens, tls.is_some(), &core.config);
     tracing::info!(
         "vocalguard {} listening on {local} with model {model}",
         env!("CARGO_PKG_VERSION")
@@ -307,7 +337,12 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
             .await;
         let _ = stop_tx.send(true);
     };
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).context("configuring TLS")?;
+    }
+    server
+        .layer(auth::AuthLayer::new(tokens, core.metrics.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(PingServiceServer::new(Ping { model }))

@@ -22,12 +22,18 @@ impl ServerProcess {
     /// arguments, free of this environment's `VOCALGUARD_*` and `RUST_LOG` settings, and waits
     /// until it says where it listens. Panics with its output if it exits first.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`ServerProcess::start`], with the environment variables `env` set for the server.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_vocalguard"));
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("VOCALGUARD_") {
                 command.env_remove(key);
             }
         }
+        command.envs(env.iter().copied());
         let mut child = command
             .env_remove("RUST_LOG")
             .args([
