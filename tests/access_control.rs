@@ -306,7 +306,23 @@ async fn tokens_from_file_and_environment_enforce_roles() {
     );
     assert!(status.message().contains("screen"), "{status:?}");
 
-    // The audit trail needs the auditor role; a method no role covers is refused to all.
+    // The audit trail needs the auditor role, and names the caller of each change.
+    let trail = clients
+        .registry
+        .list_audit_events(bearer(
+            ListAuditEventsRequest {
+                page_size: 10,
+                ..Default::default()
+            },
+            &auditor.token,
+        ))
+        .await
+        .expect("the auditor reads the audit trail")
+        .into_inner();
+    assert_eq!(trail.events.len(), 1, "{trail:?}");
+    assert_eq!(trail.events[0].actor, "registry-ops");
+    assert_eq!(trail.events[0].artist_id, "a1");
+    // Other roles may not read it; a method no role covers is refused to all.
     let status = assert_code(
         raw_call(
             channel.clone(),
