@@ -87,6 +87,11 @@ impl SearchIndex {
         doomed.len()
     }
 
+    /// Every voiceprint's id and artist, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.ids.iter().map(|(v, a)| (v.as_str(), a.as_str()))
+    }
+
     /// The embedding of a voiceprint.
     pub fn embedding(&self, voiceprint_id: &str) -> Option<&[f32]> {
         let at = *self.position.get(voiceprint_id)?;

@@ -7,6 +7,7 @@
 //! records from the index and from the file ([`purge`]).
 
 pub mod audit;
+pub mod consistency;
 pub mod index;
 mod purge;
 pub mod store;
@@ -501,7 +502,9 @@ impl Registry {
         party_id: &str,
     ) -> Result<u64, RegistryError> {
         let _w = self.lock_writer();
-        let version = self.store.delete_authorization(origin, artist_id, party_id)?;
+        let version = self
+            .store
+            .delete_authorization(origin, artist_id, party_id)?;
         self.set_version(version);
         Ok(version)
     }
@@ -523,6 +526,28 @@ impl Registry {
         query: &AuditQuery,
     ) -> Result<(Vec<AuditEvent>, bool), RegistryError> {
         self.store.audit_events(query)
+    }
+
+    /// Cross-checks the store's tables, the audit trail and the search index (see
+    /// [`consistency`]) under the writer lock; [`RegistryError::Corrupt`] lists every
+    /// disagreement.
+    pub fn verify(&self) -> Result<consistency::Verified, RegistryError> {
+        let _w = self.lock_writer();
+        let contents = self.store.contents()?;
+        let problems = {
+            let snapshot = self.snapshot();
+            consistency::problems(&contents, &snapshot.index, snapshot.version)
+        };
+        if !problems.is_empty() {
+            return Err(RegistryError::Corrupt(problems.join("; ")));
+        }
+        Ok(consistency::Verified {
+            version: contents.version,
+            artists: contents.artists.len(),
+            voiceprints: contents.voiceprints.len(),
+            authorizations: contents.authorizations.len(),
+            audit_events: contents.audit_events,
+        })
     }
 
     /// An artist's record, if it exists.

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::audit::{self, AuditAction, AuditEvent, AuditQuery, Change, Origin};
+use super::consistency::Contents;
 use super::{purge, Artist, Authorization, RegistryError, Voiceprint};
 use crate::encoder::ModelId;
 
@@ -432,6 +433,47 @@ impl Store {
         audit::list(&self.db().begin_read()?, query)
     }
 
+    /// Every record, read in one transaction, for [`consistency`](super::consistency) checks.
+    pub fn contents(&self) -> Result<Contents, RegistryError> {
+        let tx = self.db().begin_read()?;
+        let mut contents = Contents {
+            version: tx
+                .open_table(META)?
+                .get("version")?
+                .and_then(|v| read_u64(v.value()))
+                .unwrap_or(0),
+            ..Contents::default()
+        };
+        for entry in tx.open_table(ARTISTS)?.iter()? {
+            let (key, value) = entry?;
+            let artist = decode(value.value(), "artist")?;
+            contents.artists.insert(key.value().to_string(), artist);
+        }
+        for entry in tx.open_table(VOICEPRINTS)?.iter()? {
+            let (key, value) = entry?;
+            let voiceprint = decode(value.value(), "voiceprint")?;
+            contents.voiceprints.insert(key.value().to_string(), voiceprint);
+        }
+        for entry in tx.open_table(OWNERS)?.iter()? {
+            let (key, value) = entry?;
+            contents
+                .owners
+                .insert(key.value().to_string(), value.value().to_string());
+        }
+        for entry in tx.open_table(AUTHORIZATIONS)?.iter()? {
+            let (key, value) = entry?;
+            let grant = decode(value.value(), "authorization")?;
+            contents.authorizations.insert(key.value().to_string(), grant);
+        }
+        let events = tx.open_table(audit::EVENTS)?;
+        contents.audit_events = events.len()?;
+        contents.last_audit_event = events
+            .last()?
+            .map(|(_, value)| decode(value.value(), "audit event"))
+            .transpose()?;
+        Ok(contents)
+    }
+
     /// Whether a committed deletion still awaits its purge.
     pub fn purge_pending(&self) -> Result<bool, RegistryError> {
         let tx = self.db().begin_read()?;
@@ -495,7 +537,8 @@ impl Store {
 
 /// Marks, inside a deletion's transaction, that its bytes must be purged from the file.
 fn mark_purge_pending(tx: &redb::WriteTransaction) -> Result<(), RegistryError> {
-    tx.open_table(META)?.insert(PURGE_PENDING, [1u8].as_slice())?;
+    tx.open_table(META)?
+        .insert(PURGE_PENDING, [1u8].as_slice())?;
     Ok(())
 }
 
