@@ -452,7 +452,9 @@ impl Store {
         for entry in tx.open_table(VOICEPRINTS)?.iter()? {
             let (key, value) = entry?;
             let voiceprint = decode(value.value(), "voiceprint")?;
-            contents.voiceprints.insert(key.value().to_string(), voiceprint);
+            contents
+                .voiceprints
+                .insert(key.value().to_string(), voiceprint);
         }
         for entry in tx.open_table(OWNERS)?.iter()? {
             let (key, value) = entry?;
@@ -463,7 +465,9 @@ impl Store {
         for entry in tx.open_table(AUTHORIZATIONS)?.iter()? {
             let (key, value) = entry?;
             let grant = decode(value.value(), "authorization")?;
-            contents.authorizations.insert(key.value().to_string(), grant);
+            contents
+                .authorizations
+                .insert(key.value().to_string(), grant);
         }
         let events = tx.open_table(audit::EVENTS)?;
         contents.audit_events = events.len()?;
