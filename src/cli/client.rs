@@ -50,7 +50,7 @@ pub struct Connection {
     /// PEM client certificate, for a server that requires one (mutual TLS; with --tls-key).
     #[arg(
         long,
-        env = "VOCALGUARD_TLS_CERT",
+        env = "VOCALGUARD_CLIENT_CERT",
         value_name = "FILE",
         requires = "tls_key"
     )]
@@ -58,7 +58,7 @@ pub struct Connection {
     /// PEM private key of the client certificate.
     #[arg(
         long,
-        env = "VOCALGUARD_TLS_KEY",
+        env = "VOCALGUARD_CLIENT_KEY",
         value_name = "FILE",
         requires = "tls_cert"
     )]
