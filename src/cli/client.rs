@@ -85,7 +85,7 @@ impl std::fmt::Debug for Secret {
 
 /// Adds the API token (if any) to every call, as sensitive metadata.
 #[derive(Clone)]
-struct Bearer(Option<MetadataValue<Ascii>>);
+pub(super) struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
@@ -160,12 +160,19 @@ impl Connection {
         Ok(Some(tls))
     }
 
-    fn registry(&self, rt: &tokio::runtime::Runtime) -> Result<RegistryServiceClient<Transport>> {
+    pub(super) fn registry(
+        &self,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<RegistryServiceClient<Transport>> {
         Ok(RegistryServiceClient::new(self.channel(rt)?)
             .max_decoding_message_size(64 * 1024 * 1024))
     }
 
-    fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T) -> String) -> Result<ExitCode> {
+    pub(super) fn print<T: Serialize>(
+        &self,
+        value: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> Result<ExitCode> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         } else {
@@ -175,7 +182,7 @@ impl Connection {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -183,7 +190,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// A failed call as an error that names the RPC, the status code and the server's reason.
-fn failed(rpc: &str) -> impl FnOnce(Status) -> anyhow::Error + '_ {
+pub(super) fn failed(rpc: &str) -> impl FnOnce(Status) -> anyhow::Error + '_ {
     move |s| anyhow::anyhow!("{rpc} failed: {:?}: {}", s.code(), s.message())
 }
 

@@ -1,5 +1,6 @@
 //! The `vocalguard` command line: argument definitions and the commands behind them.
 
+mod audit;
 mod bench;
 mod client;
 mod eval;
@@ -64,6 +65,8 @@ enum Command {
     /// Fit a threshold at a target false-alarm rate and a score-to-LLR calibration from a
     /// score file, for the server or for `eval --calibration`.
     Calibrate(eval::CalibrateArgs),
+    /// Read the registry's audit trail: who changed what, when, in which request.
+    Audit(audit::AuditArgs),
     /// Make API tokens for the server's access control.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -176,6 +179,7 @@ impl Cli {
             Command::Screen(a) => client::screen(a),
             Command::Eval(a) => eval::eval(a),
             Command::Calibrate(a) => eval::calibrate(a),
+            Command::Audit(a) => audit::run(a),
             Command::Token(c) => token::run(c),
         }
     }

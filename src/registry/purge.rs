@@ -10,7 +10,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableTable, TableDefinition, TableHandle, WriteTransaction,
+};
 
 use super::RegistryError;
 
@@ -40,10 +42,7 @@ pub fn rewrite(
         remove_if_present(&scratch)?;
         return Err(e);
     }
-    let mut left_behind: Vec<String> = from
-        .list_tables()?
-        .map(|t| t.name().to_string())
-        .collect();
+    let mut left_behind: Vec<String> = from.list_tables()?.map(|t| t.name().to_string()).collect();
     let copied: Vec<String> = to.list_tables()?.map(|t| t.name().to_string()).collect();
     left_behind.retain(|name| !copied.contains(name));
     if !left_behind.is_empty() {

@@ -94,10 +94,20 @@ fn every_change_appends_one_event_in_its_transaction_and_refusals_none() {
             &embedding(0, 0.02)
         )
         .is_err());
-    assert_eq!(all_events(&registry).len(), before, "refusals write nothing");
-    registry.revoke(&origin("ops", "req-4"), "a", "label-1").unwrap();
-    registry.delete_voiceprint(&origin("ops", "req-5"), &vp).unwrap();
-    registry.delete_artist(&origin("ops", "req-6"), "a").unwrap();
+    assert_eq!(
+        all_events(&registry).len(),
+        before,
+        "refusals write nothing"
+    );
+    registry
+        .revoke(&origin("ops", "req-4"), "a", "label-1")
+        .unwrap();
+    registry
+        .delete_voiceprint(&origin("ops", "req-5"), &vp)
+        .unwrap();
+    registry
+        .delete_artist(&origin("ops", "req-6"), "a")
+        .unwrap();
 
     let events = all_events(&registry);
     let summary: Vec<_> = events
@@ -122,9 +132,36 @@ fn every_change_appends_one_event_in_its_transaction_and_refusals_none() {
         [
             (1, CreateArtist, "a", None, None, "admin-token", "req-1", 1),
             (2, CreateArtist, "b", None, None, "admin-token", "req-1", 2),
-            (3, EnrollVoiceprint, "a", vp, None, "admin-token", "req-2", 3),
-            (4, GrantAuthorization, "a", None, Some("label-1"), "ops", "req-3", 4),
-            (5, RevokeAuthorization, "a", None, Some("label-1"), "ops", "req-4", 5),
+            (
+                3,
+                EnrollVoiceprint,
+                "a",
+                vp,
+                None,
+                "admin-token",
+                "req-2",
+                3
+            ),
+            (
+                4,
+                GrantAuthorization,
+                "a",
+                None,
+                Some("label-1"),
+                "ops",
+                "req-3",
+                4
+            ),
+            (
+                5,
+                RevokeAuthorization,
+                "a",
+                None,
+                Some("label-1"),
+                "ops",
+                "req-4",
+                5
+            ),
             (6, DeleteVoiceprint, "a", vp, None, "ops", "req-5", 6),
             (7, DeleteArtist, "a", None, None, "ops", "req-6", 7),
         ]
@@ -303,7 +340,10 @@ fn a_schema_1_file_is_migrated_and_keeps_its_records() {
         tx.commit().unwrap();
     }
     let registry = open(dir.path());
-    assert_eq!(registry.find_artist("old").unwrap().unwrap().display_name, "Old");
+    assert_eq!(
+        registry.find_artist("old").unwrap().unwrap().display_name,
+        "Old"
+    );
     assert!(all_events(&registry).is_empty());
     registry
         .grant(&origin("anonymous", "r"), "old", "p", "")

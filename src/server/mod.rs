@@ -32,9 +32,9 @@ use crate::proto::screening_service_server::ScreeningServiceServer;
 use crate::proto::{PingRequest, PingResponse, ScoringContext};
 use crate::registry::{Origin, Registry};
 use crate::screening::Scoring;
+use admission::UploadBudget;
 use auth::Caller;
 pub use config::ServerConfig;
-use admission::UploadBudget;
 use metrics::Metrics;
 use pool::InferencePool;
 
