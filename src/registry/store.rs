@@ -93,8 +93,9 @@ impl Store {
     /// been built with the same model, else [`RegistryError::ModelMismatch`]. A file of schema
     /// version 1 gains the audit tables; a purge a crash interrupted is finished.
     pub fn open(path: &Path, model: &ModelId) -> Result<Self, RegistryError> {
-        purge::remove_if_present(&purge::scratch_path(path))?;
         let db = Database::create(path)?;
+        // Only once this process holds the file: the leftover of an interrupted purge.
+        purge::remove_if_present(&purge::scratch_path(path))?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;

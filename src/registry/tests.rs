@@ -358,3 +358,16 @@ fn a_schema_1_file_is_migrated_and_keeps_its_records() {
     let schema = meta.get("schema_version").unwrap().unwrap();
     assert_eq!(schema.value(), 2u64.to_le_bytes());
 }
+
+#[test]
+fn the_leftover_of_an_interrupted_purge_is_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path())
+        .create_artist(&origin("anonymous", "r"), "a", "A")
+        .unwrap();
+    let scratch = dir.path().join(format!("{}.rewrite", Registry::FILE_NAME));
+    std::fs::write(&scratch, b"half a registry").unwrap();
+    let registry = open(dir.path());
+    assert!(!scratch.exists());
+    assert!(registry.find_artist("a").unwrap().is_some());
+}
