@@ -433,6 +433,7 @@ async fn deleting_leaves_no_embedding_in_the_file_nor_a_match() {
         name: context.model,
         sha256: context.model_sha256,
     };
+    let mut log = server.log_text();
     assert!(server.terminate().success());
 
     let (purged, kept) = {
@@ -483,7 +484,14 @@ async fn deleting_leaves_no_embedding_in_the_file_nor_a_match() {
         !names(&after, "purged"),
         "the deleted artist is no longer matched: {after:?}"
     );
+    log.push_str(&server.log_text());
     assert!(server.terminate().success());
+    for (id, pieces) in purged.iter().chain(&kept) {
+        let logged = pieces
+            .iter()
+            .any(|p| log.contains(std::str::from_utf8(p).unwrap()));
+        assert!(!logged, "the server log holds part of {id}'s embedding");
+    }
 
     for (id, pieces) in &purged {
         assert_eq!(found_in(&file, pieces), 0, "{id} is gone from the file");
