@@ -23,6 +23,7 @@ use symphonia::core::sample::Sample;
 
 use super::mp4::check_mp4_tables;
 use super::riff::check_wav_header;
+use super::vorbis::check_vorbis_setup;
 use super::{check_sample_rate, AudioError, DecodeLimits};
 
 /// Packets that may fail to decode (and are skipped) before the stream is declared corrupt.
@@ -46,7 +47,10 @@ pub struct DecodedMono {
 /// The container is detected from the bytes; `hint_extension` is passed on as a probe hint
 /// but cannot override what the bytes say (symphonia 0.5 ignores it). Decoding
 /// stops with [`AudioError::TooLong`] as soon as more than `limits.max_duration_s` seconds
-/// have been decoded, so memory stays bounded by the limit, whatever the header claims.
+/// have been decoded, so memory stays bounded by the limit, whatever the header claims; a
+/// compressed stream whose header (FLAC STREAMINFO, MP3 Xing/VBRI, MP4 `mdhd`, the last Ogg
+/// page) declares a longer duration is refused with [`AudioError::DeclaredTooLong`] before
+/// anything is decoded.
 /// Panics inside the decoder are caught and reported as [`AudioError::Corrupt`].
 pub fn decode_mono(
     bytes: Vec<u8>,
@@ -58,8 +62,11 @@ pub fn decode_mono(
     }
     check_wav_header(&bytes)?;
     check_mp4_tables(&bytes)?;
+    // WAV lengths are often placeholders (streaming writers) or cut short; a WAV decodes what
+    // is present, bounded by the running count and the upload size.
+    let trust_declared_length = !bytes.starts_with(b"RIFF");
     panic::catch_unwind(AssertUnwindSafe(|| {
-        decode_unguarded(bytes, hint_extension, limits)
+        decode_unguarded(bytes, hint_extension, limits, trust_declared_length)
     }))
     .unwrap_or_else(|payload| {
         Err(AudioError::Corrupt {
@@ -75,6 +82,7 @@ fn decode_unguarded(
     bytes: Vec<u8>,
     hint_extension: Option<&str>,
     limits: &DecodeLimits,
+    trust_declared_length: bool,
 ) -> Result<DecodedMono, AudioError> {
     let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let mut hint = Hint::new();
@@ -105,6 +113,21 @@ fn decode_unguarded(
         .is_some_and(|channels| channels.count() == 0)
     {
         return Err(AudioError::ZeroChannels);
+    }
+
+    if let (true, Some(frames), Some(time_base)) =
+        (trust_declared_length, params.n_frames, params.time_base)
+    {
+        if time_base.denom > 0 {
+            let declared_s =
+                frames as f64 * f64::from(time_base.numer) / f64::from(time_base.denom);
+            check_declared_duration(declared_s, limits)?;
+        }
+    }
+    if params.codec == codecs::CODEC_TYPE_VORBIS {
+        if let Some(extra_data) = params.extra_data.as_deref() {
+            check_vorbis_setup(extra_data)?;
+        }
     }
 
     let codec = codec_name(params.codec);
@@ -149,6 +172,17 @@ fn decode_unguarded(
         (_, Some(err)) => Err(packet_error(&codec, skipped, false, err)),
         _ => Err(AudioError::ZeroSamples),
     }
+}
+
+/// Refuses a stream whose header declares more than `limits.max_duration_s` seconds.
+fn check_declared_duration(declared_s: f64, limits: &DecodeLimits) -> Result<(), AudioError> {
+    if declared_s > limits.max_duration_s {
+        return Err(AudioError::DeclaredTooLong {
+            declared_s,
+            max_s: limits.max_duration_s,
+        });
+    }
+    Ok(())
 }
 
 /// Accumulates decoded packets as mono `f32`, enforcing the duration limit and finiteness.

@@ -46,6 +46,15 @@ pub enum AudioError {
         /// The configured maximum, in seconds.
         max_s: f64,
     },
+    /// A compressed stream's header declares more audio than [`super::DecodeLimits::max_duration_s`]
+    /// allows; nothing was decoded.
+    #[error("audio too long: the header declares {declared_s:.2} s, the maximum is {max_s:.2} s")]
+    DeclaredTooLong {
+        /// Duration the header declares, in seconds.
+        declared_s: f64,
+        /// The configured maximum, in seconds.
+        max_s: f64,
+    },
     /// The sample rate lies outside 8 kHz..=192 kHz.
     #[error("unsupported sample rate {rate} Hz: must be between 8000 and 192000 Hz")]
     UnsupportedSampleRate {

@@ -9,6 +9,7 @@ pub mod vad;
 mod error;
 mod mp4;
 mod riff;
+mod vorbis;
 
 use std::path::Path;
 
