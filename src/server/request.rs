@@ -170,14 +170,14 @@ impl<M> UploadParser<M> {
 
 /// Reads an upload stream with an [`UploadParser`], reserving each chunk's bytes on `permit`
 /// before keeping them (RESOURCE_EXHAUSTED when the server's upload budget is spent). A
-/// broken stream's error is passed on as it came.
+/// broken stream's error is passed on through [`broken_stream`].
 pub async fn collect_upload<R: UploadMessage>(
     mut stream: Streaming<R>,
     max_bytes: u64,
     permit: &mut UploadPermit,
 ) -> Result<(R::Metadata, Vec<u8>), Status> {
     let mut parser = UploadParser::new(max_bytes);
-    while let Some(message) = stream.message().await? {
+    while let Some(message) = stream.message().await.map_err(broken_stream)? {
         let part = message.into_part();
         if let Some(Part::Chunk(bytes)) = &part {
             permit.reserve(bytes.len())?;
@@ -185,6 +185,18 @@ pub async fn collect_upload<R: UploadMessage>(
         parser.push(part)?;
     }
     Ok(parser.finish()?)
+}
+
+/// The status for an error reading the client's stream. tonic reports a message cut short or
+/// one that does not decode as INTERNAL, but the fault is the client's: INVALID_ARGUMENT.
+/// Other codes (a cancelled call, a message over tonic's size limit) pass as they came.
+pub fn broken_stream(status: Status) -> Status {
+    match status.code() {
+        tonic::Code::Internal => {
+            Status::invalid_argument(format!("the upload stream broke off: {}", status.message()))
+        }
+        _ => status,
+    }
 }
 
 /// The status for an upload over the size limit.
@@ -262,6 +274,21 @@ mod tests {
         assert_eq!(
             p.push(chunk(1)),
             Err(UploadError::TooLarge { max_bytes: 10 })
+        );
+    }
+
+    #[test]
+    fn a_broken_stream_is_the_clients_fault() {
+        let cut = broken_stream(Status::internal("Unexpected EOF decoding stream."));
+        assert_eq!(cut.code(), tonic::Code::InvalidArgument);
+        assert!(
+            cut.message().contains("Unexpected EOF"),
+            "{}",
+            cut.message()
+        );
+        assert_eq!(
+            broken_stream(Status::cancelled("gone")).code(),
+            tonic::Code::Cancelled
         );
     }
 
