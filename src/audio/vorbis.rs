@@ -190,7 +190,7 @@ mod tests {
     impl BitWriter {
         fn put(&mut self, value: u64, n: u32) -> &mut Self {
             for i in 0..n {
-                if self.len % 8 == 0 {
+                if self.len.is_multiple_of(8) {
                     self.bytes.push(0);
                 }
                 let bit = value.checked_shr(i).unwrap_or(0) & 1;

@@ -230,7 +230,7 @@ struct BitWriter {
 impl BitWriter {
     fn put(&mut self, value: u64, n: u32) -> &mut Self {
         for i in 0..n {
-            if self.len % 8 == 0 {
+            if self.len.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             let bit = (value >> i) & 1;
