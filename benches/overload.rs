@@ -42,14 +42,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grpc::{enroll_first, screen_messages, test_other_speakers, wav_bytes, Clients};
+use grpc::{enroll_first, screen_messages, speech_clip, test_other_speakers, Clients};
 use server::ServerProcess;
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use vocalguard::audio::{self, DecodeLimits};
 use vocalguard::proto::screening_service_client::ScreeningServiceClient;
 use vocalguard::proto::{AiDisclosure, TrackMetadata};
 use vocalguard::server::ServerConfig;
@@ -123,24 +122,6 @@ fn data_dir() -> PathBuf {
         std::process::exit(1);
     }
     dir
-}
-
-/// `seconds` of the given utterances concatenated, as 16 kHz 16-bit WAV bytes.
-fn clip(utterances: &[PathBuf], seconds: f64) -> Vec<u8> {
-    let rate = audio::TARGET_SAMPLE_RATE;
-    let wanted = (seconds * f64::from(rate)) as usize;
-    let mut samples = Vec::with_capacity(wanted);
-    for path in utterances {
-        if samples.len() >= wanted {
-            break;
-        }
-        let decoded = audio::load_file(path, &DecodeLimits::default())
-            .unwrap_or_else(|e| panic!("decoding {}: {e}", path.display()));
-        samples.extend(decoded.samples);
-    }
-    assert!(samples.len() >= wanted, "not enough speech for the clip");
-    samples.truncate(wanted);
-    wav_bytes(&samples, rate)
 }
 
 /// How one screening call ended.
@@ -394,7 +375,7 @@ fn main() {
                 held_out = rest;
             }
         }
-        let clip = Arc::new(clip(&held_out, o.clip_s));
+        let clip = Arc::new(speech_clip(&held_out, o.clip_s));
         let channel = Channel::from_shared(server.url())
             .expect("a valid URL")
             .connect()

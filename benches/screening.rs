@@ -29,8 +29,12 @@
 #[allow(dead_code)]
 mod server;
 
+/// The test suite's gRPC helpers (the speech clip).
+#[path = "../tests/common/grpc.rs"]
+#[allow(dead_code)]
+mod grpc;
+
 use std::future::Future;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -488,41 +492,6 @@ where
     (results, elapsed)
 }
 
-/// `CLIP_S` seconds of the given utterances concatenated, as a 16-bit PCM WAV file.
-fn clip_wav(utterances: &[PathBuf]) -> Vec<u8> {
-    let rate = audio::TARGET_SAMPLE_RATE;
-    let wanted = CLIP_S * rate as usize;
-    let mut samples = Vec::with_capacity(wanted);
-    for path in utterances {
-        if samples.len() >= wanted {
-            break;
-        }
-        let decoded = audio::load_file(path, &DecodeLimits::default())
-            .unwrap_or_else(|e| panic!("decoding {}: {e}", path.display()));
-        samples.extend(decoded.samples);
-    }
-    assert!(
-        samples.len() >= wanted,
-        "the utterances hold less than {CLIP_S} s of audio"
-    );
-    samples.truncate(wanted);
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut wav = Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut wav, spec).expect("a WAV header");
-    for s in samples {
-        writer
-            .write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
-            .expect("writing a sample");
-    }
-    writer.finalize().expect("finishing the WAV file");
-    wav.into_inner()
-}
-
 /// Latency figures of one concurrency level.
 struct Latency {
     concurrency: usize,
@@ -610,7 +579,7 @@ async fn grpc_phase(
         .filter(|p| !used.contains(p))
         .cloned()
         .collect();
-    let clip = Arc::new(clip_wav(&held_out));
+    let clip = Arc::new(grpc::speech_clip(&held_out, CLIP_S as f64));
     let mut latencies = Vec::new();
     for concurrency in LATENCY_CONCURRENCY {
         println!(

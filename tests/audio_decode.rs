@@ -107,34 +107,6 @@ fn quantize(x: f64, full_scale: f64) -> i64 {
         .clamp(-full_scale, full_scale - 1.0) as i64
 }
 
-/// A hand-built canonical 44-byte WAV header followed by `data`; `data_len` is what the
-/// header claims, whatever `data` holds.
-fn raw_wav(
-    format_tag: u16,
-    channels: u16,
-    rate: u32,
-    bits: u16,
-    data_len: u32,
-    data: &[u8],
-) -> Vec<u8> {
-    let block_align = channels.wrapping_mul(bits / 8);
-    let mut out = Vec::with_capacity(44 + data.len());
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&data_len.saturating_add(36).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&format_tag.to_le_bytes());
-    out.extend_from_slice(&channels.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&rate.wrapping_mul(u32::from(block_align)).to_le_bytes());
-    out.extend_from_slice(&block_align.to_le_bytes());
-    out.extend_from_slice(&bits.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 /// 16-bit little-endian PCM bytes of `frames`.
 fn pcm16_bytes(frames: &[f64]) -> Vec<u8> {
     frames
@@ -567,7 +539,7 @@ fn mp4_sample_table_with_forged_entry_count_is_corrupt() {
 #[test]
 fn wav_header_claiming_a_billion_frames_decodes_the_data_present_quickly() {
     let frames = signal_frames(16_000, 0.5);
-    let bytes = raw_wav(1, 1, 16_000, 16, 2_000_000_000, &pcm16_bytes(&frames));
+    let bytes = common::raw_wav(1, 1, 16_000, 16, 2_000_000_000, &pcm16_bytes(&frames));
     let start = Instant::now();
     let audio = decode(bytes).expect("forged length");
     assert!(
@@ -580,14 +552,14 @@ fn wav_header_claiming_a_billion_frames_decodes_the_data_present_quickly() {
 
 #[test]
 fn wav_with_zero_channels_is_rejected() {
-    let bytes = raw_wav(1, 0, 16_000, 16, 3200, &[0; 3200]);
+    let bytes = common::raw_wav(1, 0, 16_000, 16, 3200, &[0; 3200]);
     assert!(matches!(decode(bytes), Err(AudioError::ZeroChannels)));
 }
 
 #[test]
 fn wav_sample_rates_outside_8k_to_192k_are_rejected() {
     for rate in [0, 1, 7_999, 192_001, 10_000_000] {
-        let result = decode(raw_wav(1, 1, rate, 16, 3200, &[0; 3200]));
+        let result = decode(common::raw_wav(1, 1, rate, 16, 3200, &[0; 3200]));
         match result {
             Err(AudioError::UnsupportedSampleRate { rate: got }) => assert_eq!(got, rate),
             other => panic!("rate {rate}: expected UnsupportedSampleRate, got {other:?}"),
@@ -610,7 +582,7 @@ fn nan_and_infinite_float_samples_are_rejected() {
 #[test]
 fn wav_of_only_a_header_has_zero_samples() {
     assert!(matches!(
-        decode(raw_wav(1, 1, 16_000, 16, 0, &[])),
+        decode(common::raw_wav(1, 1, 16_000, 16, 0, &[])),
         Err(AudioError::ZeroSamples)
     ));
 }
@@ -619,7 +591,7 @@ fn wav_of_only_a_header_has_zero_samples() {
 fn sixteen_minutes_is_rejected_as_too_long_quickly() {
     // 16 min of 8-bit 16 kHz silence: 15.4 MB.
     let data = vec![0x80u8; 16 * 60 * 16_000];
-    let bytes = raw_wav(1, 1, 16_000, 8, data.len() as u32, &data);
+    let bytes = common::raw_wav(1, 1, 16_000, 8, data.len() as u32, &data);
     let start = Instant::now();
     match decode(bytes) {
         Err(AudioError::TooLong { duration_s, max_s }) => {

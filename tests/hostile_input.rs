@@ -290,27 +290,27 @@ fn synthetic_cases() -> Vec<Case> {
         ),
         Case::screen(
             "WAV header claiming 10^9 frames over 0.5 s of tone",
-            &forge::raw_wav(1, 1, 16_000, 16, 2_000_000_000, &pcm16(&tone(16_000, 0.5))),
+            &common::raw_wav(1, 1, 16_000, 16, 2_000_000_000, &pcm16(&tone(16_000, 0.5))),
             decided("DECISION_NO_VOICE"),
         ),
         Case::screen(
             "WAV with zero channels",
-            &forge::raw_wav(1, 0, 16_000, 16, 3200, &[0; 3200]),
+            &common::raw_wav(1, 0, 16_000, 16, 3200, &[0; 3200]),
             invalid("zero channels"),
         ),
         Case::screen(
             "WAV at 0 Hz",
-            &forge::raw_wav(1, 1, 0, 16, 3200, &[0; 3200]),
+            &common::raw_wav(1, 1, 0, 16, 3200, &[0; 3200]),
             invalid("unsupported sample rate 0 Hz"),
         ),
         Case::screen(
             "WAV at 1 Hz",
-            &forge::raw_wav(1, 1, 1, 16, 3200, &[0; 3200]),
+            &common::raw_wav(1, 1, 1, 16, 3200, &[0; 3200]),
             invalid("unsupported sample rate 1 Hz"),
         ),
         Case::screen(
             "WAV at 10 MHz",
-            &forge::raw_wav(1, 1, 10_000_000, 16, 3200, &[0; 3200]),
+            &common::raw_wav(1, 1, 10_000_000, 16, 3200, &[0; 3200]),
             invalid("unsupported sample rate 10000000 Hz"),
         ),
         Case::screen(
@@ -343,7 +343,7 @@ fn synthetic_cases() -> Vec<Case> {
         ),
         Case::screen(
             "two minutes of WAV silence (over the 60 s limit)",
-            &forge::raw_wav(1, 1, 8_000, 8, 120 * 8_000, &vec![0x80; 120 * 8_000]),
+            &common::raw_wav(1, 1, 8_000, 8, 120 * 8_000, &vec![0x80; 120 * 8_000]),
             invalid("audio too long: decoding passed"),
         ),
         Case::screen(

@@ -48,7 +48,10 @@ pub fn decode_embed(data: &[u8]) {
     let Ok(audio) = decode_to_16k_mono(data.to_vec(), None, &limits()) else {
         return;
     };
-    assert!(!audio.samples.is_empty(), "decoding succeeded with no samples");
+    assert!(
+        !audio.samples.is_empty(),
+        "decoding succeeded with no samples"
+    );
     assert!(
         audio.samples.iter().all(|s| s.is_finite()),
         "decoding succeeded with non-finite samples"
@@ -75,7 +78,10 @@ pub fn upload_request(data: &[u8]) {
     };
     let max_bytes = u64::from(u16::from_le_bytes([*lo, *hi]));
     let (timeout, framed) = rest.split_at(usize::from(*timeout_len).min(rest.len()));
-    if let Some(timeout) = std::str::from_utf8(timeout).ok().and_then(parse_grpc_timeout) {
+    if let Some(timeout) = std::str::from_utf8(timeout)
+        .ok()
+        .and_then(parse_grpc_timeout)
+    {
         assert!(timeout.as_secs() <= 99_999_999 * 3600);
     }
     if rpc % 2 == 0 {

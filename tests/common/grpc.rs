@@ -206,3 +206,25 @@ pub fn wav_bytes(samples: &[f32], rate: u32) -> Vec<u8> {
     writer.finalize().unwrap();
     out.into_inner()
 }
+
+/// The first `seconds` of `utterances` decoded and concatenated, as 16 kHz 16-bit WAV bytes.
+pub fn speech_clip(utterances: &[PathBuf], seconds: f64) -> Vec<u8> {
+    let rate = vocalguard::audio::TARGET_SAMPLE_RATE;
+    let wanted = (seconds * f64::from(rate)) as usize;
+    let mut samples = Vec::with_capacity(wanted);
+    for path in utterances {
+        if samples.len() >= wanted {
+            break;
+        }
+        let decoded =
+            vocalguard::audio::load_file(path, &vocalguard::audio::DecodeLimits::default())
+                .unwrap_or_else(|e| panic!("decoding {}: {e}", path.display()));
+        samples.extend(decoded.samples);
+    }
+    assert!(
+        samples.len() >= wanted,
+        "the utterances hold less than {seconds} s of audio"
+    );
+    samples.truncate(wanted);
+    wav_bytes(&samples, rate)
+}

@@ -134,3 +134,31 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
     dot / (na * nb)
 }
+
+/// A hand-built canonical 44-byte WAV header followed by `data`; `data_len` is what the
+/// header claims, whatever `data` holds.
+pub fn raw_wav(
+    format_tag: u16,
+    channels: u16,
+    rate: u32,
+    bits: u16,
+    data_len: u32,
+    data: &[u8],
+) -> Vec<u8> {
+    let block_align = channels.wrapping_mul(bits / 8);
+    let mut out = Vec::with_capacity(44 + data.len());
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&data_len.saturating_add(36).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&format_tag.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&rate.wrapping_mul(u32::from(block_align)).to_le_bytes());
+    out.extend_from_slice(&block_align.to_le_bytes());
+    out.extend_from_slice(&bits.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}

@@ -1,33 +1,5 @@
-//! Hostile audio made from scratch: hand-written WAV headers, a FLAC encoder for constant
+//! Hostile audio made from scratch (WAV headers come from `common::raw_wav`): a FLAC encoder for constant
 //! (silent) frames, and Ogg Vorbis streams with forged setup headers and valid page checksums.
-
-/// A RIFF/WAVE file with a 16-byte `fmt ` chunk of `format_tag` and a `data` chunk that
-/// declares `data_len` bytes but holds `data`.
-pub fn raw_wav(
-    format_tag: u16,
-    channels: u16,
-    rate: u32,
-    bits: u16,
-    data_len: u32,
-    data: &[u8],
-) -> Vec<u8> {
-    let block_align = channels.wrapping_mul(bits / 8);
-    let mut b = Vec::with_capacity(44 + data.len());
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&data_len.wrapping_add(36).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&format_tag.to_le_bytes());
-    b.extend_from_slice(&channels.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&rate.wrapping_mul(u32::from(block_align)).to_le_bytes());
-    b.extend_from_slice(&block_align.to_le_bytes());
-    b.extend_from_slice(&bits.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
-    b.extend_from_slice(data);
-    b
-}
 
 /// WAV bytes of `channels` (equal lengths) at `rate`, as 16-bit integers or 32-bit floats.
 pub fn wav(channels: &[Vec<f32>], rate: u32, float: bool) -> Vec<u8> {
