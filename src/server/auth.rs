@@ -466,7 +466,7 @@ mod tests {
         let entry = TokenEntry::for_token("ci", &[Role::Auditor], &token);
         assert!(!entry.to_toml().contains(&token));
         let parsed = parse_tokens_file(&entry.to_toml(), "printed").unwrap();
-        assert_eq!(parsed, [entry.clone()]);
+        assert_eq!(parsed, std::slice::from_ref(&entry));
         let tokens = Tokens::new(parsed, "printed").unwrap();
         assert_eq!(tokens.authenticate(&token).unwrap().name, "ci");
         let inline = parse_inline_tokens(&entry.inline(), "inline").unwrap();
