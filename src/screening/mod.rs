@@ -45,6 +45,10 @@ pub struct ScreeningConfig {
     pub top_k: usize,
     /// Matching windows an artist needs (fewer when the track has fewer windows).
     pub min_matching_windows: usize,
+    /// A track whose mean sample (DC offset, full scale 1.0) exceeds this in magnitude is
+    /// screened a second time with the offset removed, and the more severe verdict stands: the
+    /// encoder, like its reference, sees DC, and an added offset can hide a voice.
+    pub dc_offset_rescreen: f64,
 }
 
 impl Default for ScreeningConfig {
@@ -58,6 +62,7 @@ impl Default for ScreeningConfig {
             hop_s: 1.5,
             top_k: 10,
             min_matching_windows: 2,
+            dc_offset_rescreen: 0.01,
         }
     }
 }
@@ -90,6 +95,9 @@ impl ScreeningConfig {
         }
         if !(self.window_s > 0.0 && self.hop_s > 0.0 && self.min_voiced_s >= 0.0) {
             return Err("window_s and hop_s must be positive, min_voiced_s not negative".into());
+        }
+        if !(self.dc_offset_rescreen >= 0.0) {
+            return Err("dc_offset_rescreen must not be negative".into());
         }
         if self.top_k == 0 || self.min_matching_windows == 0 {
             return Err("top_k and min_matching_windows must be at least 1".into());
@@ -138,6 +146,18 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// How much the decision asks of the platform: an unauthorized match most, then review,
+    /// an authorized match, no match, no voice.
+    pub fn severity(&self) -> u8 {
+        match self {
+            Decision::UnauthorizedMatch => 4,
+            Decision::NeedsReview(_) => 3,
+            Decision::AuthorizedMatch => 2,
+            Decision::NoMatch => 1,
+            Decision::NoVoice => 0,
+        }
+    }
+
     /// The wire name, as metrics and logs use it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -172,6 +192,9 @@ pub enum Flag {
     CreditedArtistNotFound,
     /// Disclosed AI vocals of an artist who authorized the uploader.
     AuthorizedAiVoice,
+    /// The track carries a large DC offset, and the verdict comes from screening it with the
+    /// offset removed.
+    DcOffsetRemoved,
 }
 
 /// The evidence for one artist.
@@ -264,8 +287,48 @@ pub struct Verdict {
     pub registry_version: u64,
 }
 
-/// Screens decoded `samples` (mono, 16 kHz) of `upload` against `registry`.
+/// Screens decoded `samples` (mono, 16 kHz) of `upload` against `registry`. A track with a DC
+/// offset above `dc_offset_rescreen` is screened again without it; the more severe verdict
+/// stands, flagged [`Flag::DcOffsetRemoved`] when it is the second.
 pub fn screen(
+    embedder: &Embedder,
+    registry: &Registry,
+    samples: Vec<f32>,
+    upload: &Upload,
+    scoring: &Scoring,
+) -> Result<Verdict, ScreeningError> {
+    let mean = dc_offset(&samples);
+    if mean.abs() <= scoring.config.dc_offset_rescreen {
+        return screen_once(embedder, registry, samples, upload, scoring);
+    }
+    let centred: Vec<f32> = samples
+        .iter()
+        .map(|s| (f64::from(*s) - mean) as f32)
+        .collect();
+    let as_sent = screen_once(embedder, registry, samples, upload, scoring)?;
+    let mut without_dc = screen_once(embedder, registry, centred, upload, scoring)?;
+    if without_dc.decision.severity() > as_sent.decision.severity() {
+        without_dc.flags.push(Flag::DcOffsetRemoved);
+        without_dc.explanation = format!(
+            "{} (found after removing a DC offset of {mean:.3})",
+            without_dc.explanation
+        );
+        Ok(without_dc)
+    } else {
+        Ok(as_sent)
+    }
+}
+
+/// The mean sample value; 0 for no samples.
+fn dc_offset(samples: &[f32]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.iter().map(|s| f64::from(*s)).sum::<f64>() / samples.len() as f64
+}
+
+/// One screening pass over `samples`.
+fn screen_once(
     embedder: &Embedder,
     registry: &Registry,
     samples: Vec<f32>,

@@ -122,3 +122,32 @@ fn config_validation_catches_inverted_thresholds() {
     assert!(normalised.validate(false).is_err());
     assert!(normalised.validate(true).is_ok());
 }
+
+#[test]
+fn severity_puts_an_unauthorized_match_first_and_no_voice_last() {
+    let order = [
+        Decision::UnauthorizedMatch,
+        Decision::NeedsReview(ReviewReason::GreyBand),
+        Decision::AuthorizedMatch,
+        Decision::NoMatch,
+        Decision::NoVoice,
+    ];
+    for pair in order.windows(2) {
+        assert!(pair[0].severity() > pair[1].severity(), "{pair:?}");
+    }
+}
+
+#[test]
+fn dc_offset_is_the_mean_sample() {
+    assert_eq!(dc_offset(&[]), 0.0);
+    assert!((dc_offset(&[0.5, 0.1, 0.3]) - 0.3).abs() < 1e-7);
+}
+
+#[test]
+fn a_negative_dc_rescreen_bound_is_refused() {
+    let config = ScreeningConfig {
+        dc_offset_rescreen: -0.1,
+        ..ScreeningConfig::default()
+    };
+    assert!(config.validate(false).is_err());
+}

@@ -204,6 +204,7 @@ fn flag(f: Flag) -> proto::Flag {
         Flag::UncreditedProtectedVoice => proto::Flag::UncreditedProtectedVoice,
         Flag::CreditedArtistNotFound => proto::Flag::CreditedArtistNotFound,
         Flag::AuthorizedAiVoice => proto::Flag::AuthorizedAiVoice,
+        Flag::DcOffsetRemoved => proto::Flag::DcOffsetRemoved,
     }
 }
 
