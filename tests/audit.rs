@@ -12,7 +12,8 @@ use common::server::ServerProcess;
 use tonic::{Code, Request, Response};
 use vocalguard::encoder::ModelId;
 use vocalguard::proto::*;
-use vocalguard::registry::store::Store;
+use vocalguard::registry::backend::RegistryStore;
+use vocalguard::registry::store::EmbeddedStore as Store;
 use vocalguard::registry::{AuditQuery, Registry};
 
 /// `message` as a request carrying `x-request-id: id`.
@@ -513,6 +514,7 @@ async fn deleting_leaves_no_embedding_in_the_file_nor_a_match() {
     let remaining: Vec<_> = store
         .all_voiceprints()
         .unwrap()
+        .0
         .into_iter()
         .map(|v| v.voiceprint_id)
         .collect();

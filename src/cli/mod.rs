@@ -4,6 +4,7 @@ mod audit;
 mod bench;
 mod client;
 mod eval;
+mod registry;
 mod serve;
 mod token;
 
@@ -70,6 +71,10 @@ enum Command {
     /// Make API tokens for the server's access control.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Move a registry between the embedded store and PostgreSQL: export to a dump file,
+    /// import into a new registry.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
 }
 
 /// How to find the model and treat the audio; shared by every command that embeds.
@@ -181,6 +186,7 @@ impl Cli {
             Command::Calibrate(a) => eval::calibrate(a),
             Command::Audit(a) => audit::run(a),
             Command::Token(c) => token::run(c),
+            Command::Registry(c) => registry::run(c),
         }
     }
 }

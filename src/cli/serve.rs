@@ -18,7 +18,8 @@ use crate::server::ServerConfig;
 /// Flags of `vocalguard serve`. Each may also come from the environment variable named in its
 /// help, or from the configuration file (same names, `_` for `-`, thresholds under
 /// `[screening]`, limits under `[limits]`, pool sizes under `[inference]`, enrollment checks
-/// under `[enrollment]`, TLS files under `[tls]`, tokens under `[auth]`; `--print-config`
+/// under `[enrollment]`, TLS files under `[tls]`, tokens under `[auth]`, the PostgreSQL pool
+/// under `[postgres]`; `--print-config`
 /// shows the full layout).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -41,6 +42,11 @@ pub struct ServeArgs {
     /// [default: ./vocalguard-data].
     #[arg(long, env = "VOCALGUARD_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep the registry in PostgreSQL instead, shared by every replica given the same URL:
+    /// `postgres://user:password@host:port/dbname`. Schema migrations run at start; pool sizes
+    /// and timeouts are under `[postgres]` in the configuration file.
+    #[arg(long, env = "VOCALGUARD_REGISTRY", value_name = "URL")]
+    registry: Option<String>,
     /// Model: a built-in name, a directory holding model.json and its weights, or a Hugging
     /// Face repo id `owner/name[@revision]` [default: ge2e-resemblyzer]. A registry only
     /// accepts the model it was built with.
@@ -157,6 +163,9 @@ impl ServeArgs {
             c.metrics_listen = None;
         }
         set(&mut c.data_dir, &self.data_dir);
+        if self.registry.is_some() {
+            c.registry = self.registry.clone();
+        }
         set(&mut c.model, &self.model);
         c.offline |= self.offline;
         set(&mut c.limits.max_upload_bytes, &self.max_upload_bytes);

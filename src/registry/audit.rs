@@ -154,6 +154,21 @@ pub(super) fn append(
     Ok(event)
 }
 
+/// Writes `events` as they are (an imported trail) inside `tx`.
+pub(super) fn insert_all(
+    tx: &WriteTransaction,
+    events: &[AuditEvent],
+) -> Result<(), RegistryError> {
+    let mut table = tx.open_table(EVENTS)?;
+    let mut by_artist = tx.open_table(BY_ARTIST)?;
+    for event in events {
+        let encoded = serde_json::to_vec(event).expect("audit events serialise");
+        table.insert(event.sequence, encoded.as_slice())?;
+        by_artist.insert((event.artist_id.as_str(), event.sequence), ())?;
+    }
+    Ok(())
+}
+
 /// Up to `query.limit` events matching `query` in sequence order, and whether more follow.
 pub(super) fn list(
     tx: &ReadTransaction,
@@ -195,7 +210,8 @@ fn decode(bytes: &[u8]) -> Result<AuditEvent, RegistryError> {
         .map_err(|e| RegistryError::Corrupt(format!("unreadable audit event: {e}")))
 }
 
-fn now_ms() -> i64 {
+/// Now, in milliseconds since the Unix epoch.
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -7,15 +7,18 @@
 //! records from the index and from the file ([`purge`]).
 
 pub mod audit;
+pub mod backend;
 pub mod consistency;
+pub mod dump;
 pub mod index;
+pub mod postgres;
 mod purge;
 pub mod store;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -23,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::embed::Embedding;
 use crate::encoder::ModelId;
 pub use audit::{AuditAction, AuditEvent, AuditQuery, Origin};
+use backend::{Counts, IndexChange, RegistryStore, StoreLocation, VersionedChange};
 use index::SearchIndex;
-use store::Store;
+use store::EmbeddedStore;
 
 /// Errors of registry operations.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,13 @@ pub enum RegistryError {
     /// The store file could not be read or written.
     #[error("registry storage: {0}")]
     Storage(String),
+    /// The registry database cannot be reached now; the call may be retried.
+    #[error("registry database unavailable: {0}")]
+    Unavailable(String),
+    /// Another replica changed the registry after the enrollment checks ran; they are run
+    /// again (never reported to callers unless that keeps happening).
+    #[error("the registry kept changing under the enrollment checks; retry")]
+    Stale,
     /// A stored record cannot be read.
     #[error("registry is corrupt: {0}")]
     Corrupt(String),
@@ -210,12 +221,19 @@ pub struct Snapshot {
 
 /// The registry: the store, the index mirroring it, and the enrollment checks.
 pub struct Registry {
-    store: Store,
+    store: Box<dyn RegistryStore>,
     snapshot: RwLock<Snapshot>,
     writer: Mutex<()>,
     policy: EnrollmentPolicy,
-    path: PathBuf,
+    location: String,
+    dim: usize,
 }
+
+/// Times an enrollment's checks are run again when other replicas keep changing the registry.
+const ENROLL_ATTEMPTS: usize = 8;
+
+/// Most changes read from the store in one catch-up step.
+const CATCH_UP_BATCH: usize = 1000;
 
 /// Most characters of a description or note.
 const MAX_TEXT: usize = 256;
@@ -224,42 +242,105 @@ impl Registry {
     /// File name of the store inside the data directory.
     pub const FILE_NAME: &'static str = "registry.redb";
 
-    /// Opens the registry in `data_dir` (created if missing) for `model` embeddings of length
-    /// `dim`, and builds the search index from it.
+    /// Opens the embedded registry in `data_dir` (created if missing) for `model` embeddings
+    /// of length `dim`, and builds the search index from it.
     pub fn open(
         data_dir: &Path,
         model: &ModelId,
         dim: usize,
         policy: EnrollmentPolicy,
     ) -> Result<Self, RegistryError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| RegistryError::Storage(format!("creating {}: {e}", data_dir.display())))?;
-        let path = data_dir.join(Self::FILE_NAME);
-        let store = Store::open(&path, model)?;
+        Self::open_at(
+            &StoreLocation::Embedded(data_dir.to_path_buf()),
+            model,
+            dim,
+            policy,
+        )
+    }
+
+    /// Opens the registry at `location` (the embedded store, or PostgreSQL with its migrations
+    /// applied) for `model` embeddings of length `dim`.
+    pub fn open_at(
+        location: &StoreLocation,
+        model: &ModelId,
+        dim: usize,
+        policy: EnrollmentPolicy,
+    ) -> Result<Self, RegistryError> {
+        Self::with_store(open_store(location, Some(model))?, dim, policy)
+    }
+
+    /// A registry over an open store; builds the search index from it.
+    pub fn with_store(
+        store: Box<dyn RegistryStore>,
+        dim: usize,
+        policy: EnrollmentPolicy,
+    ) -> Result<Self, RegistryError> {
         let mut index = SearchIndex::new(dim);
-        for vp in store.all_voiceprints()? {
-            if vp.embedding.len() != dim {
-                return Err(RegistryError::Corrupt(format!(
-                    "voiceprint {} has {} dimensions, the model {dim}",
-                    vp.voiceprint_id,
-                    vp.embedding.len()
-                )));
-            }
+        let (voiceprints, version) = store.all_voiceprints()?;
+        for vp in voiceprints {
+            check_dim(&vp, dim)?;
             index.insert(&vp.voiceprint_id, &vp.artist_id, &vp.embedding);
         }
-        let version = store.version()?;
         Ok(Self {
+            location: store.describe(),
             store,
             snapshot: RwLock::new(Snapshot { index, version }),
             writer: Mutex::new(()),
             policy,
-            path,
+            dim,
         })
     }
 
-    /// Where the store file is.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the store is (a file path, or the database without its password).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Whether other processes share the store, so that [`Registry::follow`] is needed.
+    pub fn shared(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// For a shared store, starts a thread that keeps the index in step with changes other
+    /// replicas make: woken by the store's notifications, and at least every
+    /// [`backend::POLL_INTERVAL`] in case one was lost. It stops when the registry is dropped.
+    pub fn follow(self: &Arc<Self>) -> Option<std::thread::JoinHandle<()>> {
+        if !self.store.shared() {
+            return None;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("registry-follower".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    let Some(registry) = weak.upgrade() else { return };
+                    match registry.sync() {
+                        Ok(_) if failing => {
+                            tracing::info!(version = registry.version(), "registry follower caught up again");
+                            failing = false;
+                        }
+                        Ok(_) => {}
+                        Err(e) if !failing => {
+                            tracing::warn!(error = %e, "registry follower cannot read changes; retrying");
+                            failing = true;
+                        }
+                        Err(_) => {}
+                    }
+                    let known = registry.version();
+                    let store = &registry.store;
+                    store.wait_for_change(known, backend::POLL_INTERVAL);
+                }
+            })
+            .expect("spawning the registry follower thread");
+        Some(thread)
+    }
+
+    /// Applies every change the store has beyond the index's version; returns the version
+    /// reached.
+    pub fn sync(&self) -> Result<u64, RegistryError> {
+        let _w = self.lock_writer();
+        self.catch_up()
     }
 
     /// The enrollment checks in force.
@@ -309,7 +390,7 @@ impl Registry {
         };
         let _w = self.lock_writer();
         let version = self.store.insert_artist(origin, &artist)?;
-        self.set_version(version);
+        self.advance(version, IndexChange::Unchanged)?;
         Ok(artist)
     }
 
@@ -348,14 +429,10 @@ impl Registry {
         &self,
         origin: &Origin,
         artist_id: &str,
-    ) -> Result<(store::Counts, u64), RegistryError> {
+    ) -> Result<(Counts, u64), RegistryError> {
         let _w = self.lock_writer();
         let (counts, version) = self.store.delete_artist(origin, artist_id)?;
-        {
-            let mut snapshot = self.write_snapshot();
-            snapshot.index.remove_artist(artist_id);
-            snapshot.version = version;
-        }
+        self.advance(version, IndexChange::ArtistDeleted(artist_id.to_string()))?;
         self.purge_deleted();
         Ok((counts, version))
     }
@@ -388,13 +465,56 @@ impl Registry {
                 min_s: self.policy.min_voiced_s,
             });
         }
-        let (consistency_score, nearest_other) = {
+        let voiceprint = Voiceprint {
+            voiceprint_id: format!("vp-{}", random_hex(8)),
+            artist_id: artist_id.to_string(),
+            label,
+            description: description.to_string(),
+            voiced_s: embedding.voiced_s,
+            duration_s: embedding.duration_s,
+            created_at_unix_s: now(),
+            embedding: embedding.vector.clone(),
+        };
+        for _ in 0..ENROLL_ATTEMPTS {
+            let (checked_at, consistency_score, nearest_other) =
+                self.check_enrollment(artist_id, &embedding.vector)?;
+            match self
+                .store
+                .insert_voiceprint(origin, &voiceprint, checked_at)
+            {
+                Ok(version) => {
+                    self.advance(version, IndexChange::Enrolled(Some(voiceprint.clone())))?;
+                    return Ok(Enrolled {
+                        voiceprint,
+                        consistency_score,
+                        nearest_other,
+                        version,
+                    });
+                }
+                Err(RegistryError::Stale) => {
+                    self.catch_up()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Stale)
+    }
+
+    /// Runs the consistency and collision checks of a new reference of `artist_id` against
+    /// the index; returns the version they saw and the scores.
+    #[allow(clippy::type_complexity)]
+    fn check_enrollment(
+        &self,
+        artist_id: &str,
+        vector: &[f32],
+    ) -> Result<(u64, Option<f32>, Option<(String, f32)>), RegistryError> {
+        let (checked_at, consistency_score, nearest_other) = {
             let snapshot = self.snapshot();
             let everyone = snapshot.index.len();
-            let ranked = snapshot.index.top_artists(&embedding.vector, everyone);
+            let ranked = snapshot.index.top_artists(vector, everyone);
             let own = ranked.iter().find(|(a, _)| a == artist_id).map(|(_, s)| *s);
             let other = ranked.into_iter().find(|(a, _)| a != artist_id);
-            (own, other)
+            (snapshot.version, own, other)
         };
         if let Some(score) = consistency_score {
             if f64::from(score) < self.policy.consistency_threshold {
@@ -420,28 +540,7 @@ impl Registry {
                 });
             }
         }
-        let voiceprint = Voiceprint {
-            voiceprint_id: format!("vp-{}", random_hex(8)),
-            artist_id: artist_id.to_string(),
-            label,
-            description: description.to_string(),
-            voiced_s: embedding.voiced_s,
-            duration_s: embedding.duration_s,
-            created_at_unix_s: now(),
-            embedding: embedding.vector.clone(),
-        };
-        let version = self.store.insert_voiceprint(origin, &voiceprint)?;
-        let mut snapshot = self.write_snapshot();
-        snapshot
-            .index
-            .insert(&voiceprint.voiceprint_id, artist_id, &voiceprint.embedding);
-        snapshot.version = version;
-        Ok(Enrolled {
-            voiceprint,
-            consistency_score,
-            nearest_other,
-            version,
-        })
+        Ok((checked_at, consistency_score, nearest_other))
     }
 
     /// An artist's voiceprints.
@@ -459,11 +558,10 @@ impl Registry {
     ) -> Result<u64, RegistryError> {
         let _w = self.lock_writer();
         let (_, version) = self.store.delete_voiceprint(origin, voiceprint_id)?;
-        {
-            let mut snapshot = self.write_snapshot();
-            snapshot.index.remove(voiceprint_id);
-            snapshot.version = version;
-        }
+        self.advance(
+            version,
+            IndexChange::VoiceprintDeleted(voiceprint_id.to_string()),
+        )?;
         self.purge_deleted();
         Ok(version)
     }
@@ -490,7 +588,7 @@ impl Registry {
         };
         let _w = self.lock_writer();
         let version = self.store.put_authorization(origin, &grant)?;
-        self.set_version(version);
+        self.advance(version, IndexChange::Unchanged)?;
         Ok(grant)
     }
 
@@ -505,7 +603,7 @@ impl Registry {
         let version = self
             .store
             .delete_authorization(origin, artist_id, party_id)?;
-        self.set_version(version);
+        self.advance(version, IndexChange::Unchanged)?;
         Ok(version)
     }
 
@@ -581,9 +679,94 @@ impl Registry {
         self.snapshot.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_version(&self, version: u64) {
-        self.write_snapshot().version = version;
+    /// Brings the index to `version` after this process committed `change` there: applies it
+    /// directly when it is the next version, else catches up from the store (another replica
+    /// committed in between). Called with the writer lock held.
+    fn advance(&self, version: u64, change: IndexChange) -> Result<(), RegistryError> {
+        let next = self.snapshot().version + 1;
+        if version == next {
+            self.apply(&[VersionedChange { version, change }])
+        } else if version > next {
+            self.catch_up().map(|_| ())
+        } else {
+            Ok(())
+        }
     }
+
+    /// Applies the store's changes beyond the index's version; called with the writer lock.
+    fn catch_up(&self) -> Result<u64, RegistryError> {
+        loop {
+            let from = self.snapshot().version;
+            let changes = self.store.changes_after(from, CATCH_UP_BATCH)?;
+            if changes.is_empty() {
+                return Ok(from);
+            }
+            self.apply(&changes)?;
+        }
+    }
+
+    /// Applies changes, in version order, that are newer than the index.
+    fn apply(&self, changes: &[VersionedChange]) -> Result<(), RegistryError> {
+        let mut snapshot = self.write_snapshot();
+        for VersionedChange { version, change } in changes {
+            if *version <= snapshot.version {
+                continue;
+            }
+            match change {
+                IndexChange::Enrolled(Some(vp)) => {
+                    check_dim(vp, self.dim)?;
+                    snapshot
+                        .index
+                        .insert(&vp.voiceprint_id, &vp.artist_id, &vp.embedding);
+                }
+                IndexChange::VoiceprintDeleted(id) => {
+                    snapshot.index.remove(id);
+                }
+                IndexChange::ArtistDeleted(id) => {
+                    snapshot.index.remove_artist(id);
+                }
+                IndexChange::Enrolled(None) | IndexChange::Unchanged => {}
+            }
+            snapshot.version = *version;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the store at `location`; with `model`, a new store is stamped with it and an
+/// existing one must match it; without, the store must exist (export).
+pub fn open_store(
+    location: &StoreLocation,
+    model: Option<&ModelId>,
+) -> Result<Box<dyn RegistryStore>, RegistryError> {
+    Ok(match location {
+        StoreLocation::Embedded(data_dir) => {
+            let path = data_dir.join(Registry::FILE_NAME);
+            match model {
+                Some(model) => {
+                    std::fs::create_dir_all(data_dir).map_err(|e| {
+                        RegistryError::Storage(format!("creating {}: {e}", data_dir.display()))
+                    })?;
+                    Box::new(EmbeddedStore::open(&path, model)?)
+                }
+                None => Box::new(EmbeddedStore::open_existing(&path)?),
+            }
+        }
+        StoreLocation::Postgres { url, pool } => {
+            Box::new(postgres::PgStore::connect(url, pool, model)?)
+        }
+    })
+}
+
+fn check_dim(vp: &Voiceprint, dim: usize) -> Result<(), RegistryError> {
+    if vp.embedding.len() != dim {
+        return Err(RegistryError::Corrupt(format!(
+            "voiceprint {} has {} dimensions, the model {dim}",
+            vp.voiceprint_id,
+            vp.embedding.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks an id: 1-`max` characters from `[A-Za-z0-9._-]`.

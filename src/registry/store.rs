@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::audit::{self, AuditAction, AuditEvent, AuditQuery, Change, Origin};
+use super::backend::{Counts, IndexChange, RegistryStore, VersionedChange};
 use super::consistency::Contents;
+use super::dump::Dump;
 use super::{purge, Artist, Authorization, RegistryError, Voiceprint};
 use crate::encoder::ModelId;
 
@@ -72,23 +74,14 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, RegistryEr
         .map_err(|e| RegistryError::Corrupt(format!("unreadable {what} record: {e}")))
 }
 
-/// Everything one transaction changed, as the store reports it back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    /// Voiceprints removed.
-    pub voiceprints: u32,
-    /// Authorizations removed.
-    pub authorizations: u32,
-}
-
 /// The registry file.
-pub struct Store {
+pub struct EmbeddedStore {
     /// The open database; replaced by a purged copy after deletions.
     db: RwLock<Database>,
     path: PathBuf,
 }
 
-impl Store {
+impl EmbeddedStore {
     /// Opens (or creates) `path`. A new file is stamped with `model`; an existing one must have
     /// been built with the same model, else [`RegistryError::ModelMismatch`]. A file of schema
     /// version 1 gains the audit tables; a purge a crash interrupted is finished.
@@ -147,21 +140,76 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing registry file with whatever model it was built with.
+    pub fn open_existing(path: &Path) -> Result<Self, RegistryError> {
+        if !path.is_file() {
+            return Err(RegistryError::NotFound {
+                what: "registry file",
+                id: path.display().to_string(),
+            });
+        }
+        let model = {
+            let db = Database::open(path)?;
+            let tx = db.begin_read()?;
+            let meta = tx.open_table(META)?;
+            ModelId {
+                name: text(meta.get("model_name")?.as_ref().map(|v| v.value())),
+                sha256: text(meta.get("model_sha256")?.as_ref().map(|v| v.value())),
+            }
+        };
+        Self::open(path, &model)
+    }
+
     /// The open database, for reading or for a write transaction.
     fn db(&self) -> RwLockReadGuard<'_, Database> {
         self.db.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `apply` in a write transaction, bumps the registry version, appends the audit event
+    /// of the change `apply` reports (made by `origin`) and commits; nothing is written when
+    /// `apply` fails. Returns the new version.
+    fn change(
+        &self,
+        origin: &Origin,
+        apply: impl FnOnce(&redb::WriteTransaction) -> Result<Change, RegistryError>,
+    ) -> Result<u64, RegistryError> {
+        let db = self.db();
+        let tx = db.begin_write()?;
+        let change = match apply(&tx) {
+            Ok(change) => change,
+            Err(e) => {
+                tx.abort()?;
+                return Err(e);
+            }
+        };
+        let version = {
+            let mut meta = tx.open_table(META)?;
+            let version = meta
+                .get("version")?
+                .and_then(|v| read_u64(v.value()))
+                .unwrap_or(0)
+                + 1;
+            meta.insert("version", version.to_le_bytes().as_slice())?;
+            version
+        };
+        audit::append(&tx, origin, change, version)?;
+        tx.commit()?;
+        Ok(version)
+    }
+}
+
+impl RegistryStore for EmbeddedStore {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
     /// The registry version: the number of committed changes.
-    pub fn version(&self) -> Result<u64, RegistryError> {
-        let tx = self.db().begin_read()?;
-        let meta = tx.open_table(META)?;
-        let version = meta.get("version")?;
-        Ok(version.and_then(|v| read_u64(v.value())).unwrap_or(0))
+    fn version(&self) -> Result<u64, RegistryError> {
+        read_version(&self.db().begin_read()?)
     }
 
     /// One artist.
-    pub fn artist(&self, artist_id: &str) -> Result<Option<Artist>, RegistryError> {
+    fn artist(&self, artist_id: &str) -> Result<Option<Artist>, RegistryError> {
         let tx = self.db().begin_read()?;
         let artists = tx.open_table(ARTISTS)?;
         let found = artists.get(artist_id)?;
@@ -169,7 +217,7 @@ impl Store {
     }
 
     /// Up to `limit` artists with ids after `after`, in id order, and the total count.
-    pub fn artists_after(
+    fn artists_after(
         &self,
         after: Option<&str>,
         limit: usize,
@@ -191,7 +239,7 @@ impl Store {
     }
 
     /// Every voiceprint of one artist, in id order.
-    pub fn voiceprints_of(&self, artist_id: &str) -> Result<Vec<Voiceprint>, RegistryError> {
+    fn voiceprints_of(&self, artist_id: &str) -> Result<Vec<Voiceprint>, RegistryError> {
         let tx = self.db().begin_read()?;
         let table = tx.open_table(VOICEPRINTS)?;
         let (from, to) = artist_prefix(artist_id);
@@ -203,18 +251,18 @@ impl Store {
     }
 
     /// Every voiceprint in the registry (to build the search index).
-    pub fn all_voiceprints(&self) -> Result<Vec<Voiceprint>, RegistryError> {
+    fn all_voiceprints(&self) -> Result<(Vec<Voiceprint>, u64), RegistryError> {
         let tx = self.db().begin_read()?;
         let table = tx.open_table(VOICEPRINTS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
             out.push(decode(entry?.1.value(), "voiceprint")?);
         }
-        Ok(out)
+        Ok((out, read_version(&tx)?))
     }
 
     /// Numbers of voiceprints and authorizations of one artist.
-    pub fn counts_of(&self, artist_id: &str) -> Result<Counts, RegistryError> {
+    fn counts_of(&self, artist_id: &str) -> Result<Counts, RegistryError> {
         let tx = self.db().begin_read()?;
         let (from, to) = artist_prefix(artist_id);
         let voiceprints = tx
@@ -232,7 +280,7 @@ impl Store {
     }
 
     /// One authorization, if granted.
-    pub fn authorization(
+    fn authorization(
         &self,
         artist_id: &str,
         party_id: &str,
@@ -246,7 +294,7 @@ impl Store {
     }
 
     /// Every authorization of one artist, in party order.
-    pub fn authorizations_of(&self, artist_id: &str) -> Result<Vec<Authorization>, RegistryError> {
+    fn authorizations_of(&self, artist_id: &str) -> Result<Vec<Authorization>, RegistryError> {
         let tx = self.db().begin_read()?;
         let table = tx.open_table(AUTHORIZATIONS)?;
         let (from, to) = artist_prefix(artist_id);
@@ -258,7 +306,7 @@ impl Store {
     }
 
     /// Inserts a new artist; `AlreadyExists` if the id is taken. Returns the new version.
-    pub fn insert_artist(&self, origin: &Origin, artist: &Artist) -> Result<u64, RegistryError> {
+    fn insert_artist(&self, origin: &Origin, artist: &Artist) -> Result<u64, RegistryError> {
         self.change(origin, |tx| {
             let mut artists = tx.open_table(ARTISTS)?;
             if artists.get(artist.artist_id.as_str())?.is_some() {
@@ -273,8 +321,8 @@ impl Store {
     }
 
     /// Deletes an artist with its voiceprints and authorizations, in one transaction that
-    /// marks a purge pending (see [`Store::purge`]).
-    pub fn delete_artist(
+    /// marks a purge pending (see [`EmbeddedStore::purge`]).
+    fn delete_artist(
         &self,
         origin: &Origin,
         artist_id: &str,
@@ -312,12 +360,20 @@ impl Store {
     }
 
     /// Stores a new voiceprint of an existing artist.
-    pub fn insert_voiceprint(
+    fn insert_voiceprint(
         &self,
         origin: &Origin,
         voiceprint: &Voiceprint,
+        checked_at: u64,
     ) -> Result<u64, RegistryError> {
         self.change(origin, |tx| {
+            let version = tx
+                .open_table(META)?
+                .get("version")?
+                .and_then(|v| read_u64(v.value()));
+            if version.unwrap_or(0) != checked_at {
+                return Err(RegistryError::Stale);
+            }
             if tx
                 .open_table(ARTISTS)?
                 .get(voiceprint.artist_id.as_str())?
@@ -344,8 +400,8 @@ impl Store {
     }
 
     /// Deletes one voiceprint in a transaction that marks a purge pending (see
-    /// [`Store::purge`]); returns its artist and the new version.
-    pub fn delete_voiceprint(
+    /// [`EmbeddedStore::purge`]); returns its artist and the new version.
+    fn delete_voiceprint(
         &self,
         origin: &Origin,
         voiceprint_id: &str,
@@ -371,7 +427,7 @@ impl Store {
     }
 
     /// Grants (or re-grants) an authorization to a party of an existing artist.
-    pub fn put_authorization(
+    fn put_authorization(
         &self,
         origin: &Origin,
         grant: &Authorization,
@@ -399,7 +455,7 @@ impl Store {
     }
 
     /// Revokes an authorization; `NotFound` if it was not granted.
-    pub fn delete_authorization(
+    fn delete_authorization(
         &self,
         origin: &Origin,
         artist_id: &str,
@@ -427,22 +483,15 @@ impl Store {
 
     /// Up to `query.limit` audit events matching `query`, in sequence order, and whether more
     /// follow.
-    pub fn audit_events(
-        &self,
-        query: &AuditQuery,
-    ) -> Result<(Vec<AuditEvent>, bool), RegistryError> {
+    fn audit_events(&self, query: &AuditQuery) -> Result<(Vec<AuditEvent>, bool), RegistryError> {
         audit::list(&self.db().begin_read()?, query)
     }
 
     /// Every record, read in one transaction, for [`consistency`](super::consistency) checks.
-    pub fn contents(&self) -> Result<Contents, RegistryError> {
+    fn contents(&self) -> Result<Contents, RegistryError> {
         let tx = self.db().begin_read()?;
         let mut contents = Contents {
-            version: tx
-                .open_table(META)?
-                .get("version")?
-                .and_then(|v| read_u64(v.value()))
-                .unwrap_or(0),
+            version: read_version(&tx)?,
             ..Contents::default()
         };
         for entry in tx.open_table(ARTISTS)?.iter()? {
@@ -480,7 +529,7 @@ impl Store {
     }
 
     /// Whether a committed deletion still awaits its purge.
-    pub fn purge_pending(&self) -> Result<bool, RegistryError> {
+    fn purge_pending(&self) -> Result<bool, RegistryError> {
         let tx = self.db().begin_read()?;
         let meta = tx.open_table(META)?;
         let pending = meta.get(PURGE_PENDING)?.is_some();
@@ -490,7 +539,7 @@ impl Store {
     /// Rewrites the file with only its live records (see [`purge`](super::purge)), so that
     /// nothing deleted can be read back from it, and clears the pending mark. Reads and writes
     /// wait while it runs.
-    pub fn purge(&self) -> Result<(), RegistryError> {
+    fn purge(&self) -> Result<(), RegistryError> {
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         let fresh = purge::rewrite(&db, &self.path, |from, to| {
             purge::copy_table(from, to, META)?;
@@ -507,36 +556,120 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `apply` in a write transaction, bumps the registry version, appends the audit event
-    /// of the change `apply` reports (made by `origin`) and commits; nothing is written when
-    /// `apply` fails. Returns the new version.
-    fn change(
+    fn changes_after(
         &self,
-        origin: &Origin,
-        apply: impl FnOnce(&redb::WriteTransaction) -> Result<Change, RegistryError>,
-    ) -> Result<u64, RegistryError> {
+        version: u64,
+        limit: usize,
+    ) -> Result<Vec<VersionedChange>, RegistryError> {
+        let tx = self.db().begin_read()?;
+        let events = tx.open_table(audit::EVENTS)?;
+        let owners = tx.open_table(OWNERS)?;
+        let voiceprints = tx.open_table(VOICEPRINTS)?;
+        let mut newest_first = Vec::new();
+        for entry in events.iter()?.rev() {
+            let event: AuditEvent = decode(entry?.1.value(), "audit event")?;
+            if event.registry_version <= version {
+                break;
+            }
+            newest_first.push(event);
+        }
+        let mut out = Vec::new();
+        for event in newest_first.into_iter().rev().take(limit) {
+            let change = match (event.action, event.voiceprint_id) {
+                (AuditAction::EnrollVoiceprint, Some(id)) => {
+                    let stored = match owners.get(id.as_str())? {
+                        Some(owner) => {
+                            let key = format!("{}\0{id}", owner.value());
+                            voiceprints
+                                .get(key.as_str())?
+                                .map(|v| decode(v.value(), "voiceprint"))
+                                .transpose()?
+                        }
+                        None => None,
+                    };
+                    IndexChange::Enrolled(stored)
+                }
+                (AuditAction::DeleteVoiceprint, Some(id)) => IndexChange::VoiceprintDeleted(id),
+                (AuditAction::DeleteArtist, _) => IndexChange::ArtistDeleted(event.artist_id),
+                _ => IndexChange::Unchanged,
+            };
+            out.push(VersionedChange {
+                version: event.registry_version,
+                change,
+            });
+        }
+        Ok(out)
+    }
+
+    fn dump(&self) -> Result<Dump, RegistryError> {
+        let tx = self.db().begin_read()?;
+        let meta = tx.open_table(META)?;
+        let model = ModelId {
+            name: text(meta.get("model_name")?.as_ref().map(|v| v.value())),
+            sha256: text(meta.get("model_sha256")?.as_ref().map(|v| v.value())),
+        };
+        let mut dump = Dump {
+            model,
+            version: read_version(&tx)?,
+            artists: Vec::new(),
+            voiceprints: Vec::new(),
+            authorizations: Vec::new(),
+            audit_events: Vec::new(),
+        };
+        for entry in tx.open_table(ARTISTS)?.iter()? {
+            dump.artists.push(decode(entry?.1.value(), "artist")?);
+        }
+        for entry in tx.open_table(VOICEPRINTS)?.iter()? {
+            dump.voiceprints
+                .push(decode(entry?.1.value(), "voiceprint")?);
+        }
+        for entry in tx.open_table(AUTHORIZATIONS)?.iter()? {
+            dump.authorizations
+                .push(decode(entry?.1.value(), "authorization")?);
+        }
+        for entry in tx.open_table(audit::EVENTS)?.iter()? {
+            dump.audit_events
+                .push(decode(entry?.1.value(), "audit event")?);
+        }
+        Ok(dump)
+    }
+
+    fn load(&self, dump: &Dump) -> Result<(), RegistryError> {
         let db = self.db();
         let tx = db.begin_write()?;
-        let change = match apply(&tx) {
-            Ok(change) => change,
-            Err(e) => {
-                tx.abort()?;
-                return Err(e);
-            }
-        };
-        let version = {
+        {
             let mut meta = tx.open_table(META)?;
             let version = meta
                 .get("version")?
                 .and_then(|v| read_u64(v.value()))
-                .unwrap_or(0)
-                + 1;
-            meta.insert("version", version.to_le_bytes().as_slice())?;
-            version
-        };
-        audit::append(&tx, origin, change, version)?;
+                .unwrap_or(0);
+            if version != 0 || !tx.open_table(ARTISTS)?.is_empty()? {
+                return Err(RegistryError::Invalid(format!(
+                    "{} is not empty (registry version {version}); import only into a new registry",
+                    self.path.display()
+                )));
+            }
+            meta.insert("version", dump.version.to_le_bytes().as_slice())?;
+            let mut artists = tx.open_table(ARTISTS)?;
+            for artist in &dump.artists {
+                artists.insert(artist.artist_id.as_str(), encode(artist).as_slice())?;
+            }
+            let mut voiceprints = tx.open_table(VOICEPRINTS)?;
+            let mut owners = tx.open_table(OWNERS)?;
+            for vp in &dump.voiceprints {
+                let key = format!("{}\0{}", vp.artist_id, vp.voiceprint_id);
+                voiceprints.insert(key.as_str(), encode(vp).as_slice())?;
+                owners.insert(vp.voiceprint_id.as_str(), vp.artist_id.as_str())?;
+            }
+            let mut authorizations = tx.open_table(AUTHORIZATIONS)?;
+            for grant in &dump.authorizations {
+                let key = format!("{}\0{}", grant.artist_id, grant.party_id);
+                authorizations.insert(key.as_str(), encode(grant).as_slice())?;
+            }
+            audit::insert_all(&tx, &dump.audit_events)?;
+        }
         tx.commit()?;
-        Ok(version)
+        Ok(())
     }
 }
 
@@ -545,6 +678,13 @@ fn mark_purge_pending(tx: &redb::WriteTransaction) -> Result<(), RegistryError> 
     tx.open_table(META)?
         .insert(PURGE_PENDING, [1u8].as_slice())?;
     Ok(())
+}
+
+/// The registry version `meta` holds, as `tx` sees it.
+fn read_version(tx: &redb::ReadTransaction) -> Result<u64, RegistryError> {
+    let meta = tx.open_table(META)?;
+    let version = meta.get("version")?;
+    Ok(version.and_then(|v| read_u64(v.value())).unwrap_or(0))
 }
 
 fn read_u64(bytes: &[u8]) -> Option<u64> {

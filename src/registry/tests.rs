@@ -4,7 +4,8 @@ use std::path::Path;
 
 use redb::{Database, TableDefinition};
 
-use super::store::Store;
+use super::backend::RegistryStore;
+use super::store::EmbeddedStore as Store;
 use super::*;
 
 const DIM: usize = 256;
@@ -262,7 +263,7 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
             .delete_voiceprint(&origin("anonymous", "r"), &doomed_id)
             .unwrap();
         assert!(store.purge_pending().unwrap());
-        assert!(store.all_voiceprints().unwrap().len() == 1);
+        assert!(store.all_voiceprints().unwrap().0.len() == 1);
         assert!(
             occurrences(&path, &doomed.vector) > 0,
             "redb keeps a deleted record's bytes in freed pages"
@@ -284,7 +285,7 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
     assert_eq!(occurrences(&path, &kept.vector), 0);
     assert!(!registry.store.purge_pending().unwrap());
     assert_eq!(registry.snapshot().index.len(), 0);
-    assert!(registry.store.all_voiceprints().unwrap().is_empty());
+    assert!(registry.store.all_voiceprints().unwrap().0.is_empty());
     // Writes after the purge land in the new file and survive reopening.
     registry
         .create_artist(&origin("anonymous", "r3"), "c", "C")

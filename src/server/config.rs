@@ -12,6 +12,8 @@ use crate::encoder::source::DEFAULT_MODEL;
 use crate::encoder::ModelId;
 use crate::eval::asnorm::{read_cohort, AsNorm};
 use crate::eval::calibration::Calibration;
+use crate::registry::backend::StoreLocation;
+use crate::registry::postgres::PoolSettings;
 use crate::registry::EnrollmentPolicy;
 use crate::screening::Scoring;
 use crate::screening::ScreeningConfig;
@@ -48,8 +50,13 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Prometheus metrics listen address (plain HTTP, `/metrics`); `None` turns metrics off.
     pub metrics_listen: Option<SocketAddr>,
-    /// Directory holding the registry file.
+    /// Directory holding the registry file (the embedded store, used unless `registry` is set).
     pub data_dir: PathBuf,
+    /// `postgres://` URL of a registry shared by several replicas; unset: the embedded store
+    /// in `data_dir`.
+    pub registry: Option<String>,
+    /// Connection pool of the PostgreSQL registry.
+    pub postgres: PoolSettings,
     /// Model spec (built-in name, directory, or hub repo id).
     pub model: String,
     /// Use only the local hub cache.
@@ -176,6 +183,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             data_dir: PathBuf::from("vocalguard-data"),
+            registry: None,
+            postgres: PoolSettings::default(),
             model: DEFAULT_MODEL.to_string(),
             offline: false,
             log_format: LogFormat::Text,
@@ -210,9 +219,34 @@ impl ServerConfig {
         toml::to_string(self).expect("the configuration serialises")
     }
 
+    /// Where the registry lives: PostgreSQL when `registry` is set, else `data_dir`.
+    pub fn store_location(&self) -> StoreLocation {
+        match &self.registry {
+            Some(url) => StoreLocation::Postgres {
+                url: url.clone(),
+                pool: self.postgres,
+            },
+            None => StoreLocation::Embedded(self.data_dir.clone()),
+        }
+    }
+
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(url) = &self.registry {
+            if !matches!(StoreLocation::parse(url), StoreLocation::Postgres { .. }) {
+                return invalid(format!(
+                    "registry must be a postgres:// or postgresql:// URL (the embedded store is chosen with data_dir), got {:?}",
+                    url.split('@').next_back().unwrap_or_default()
+                ));
+            }
+        }
+        let p = &self.postgres;
+        if p.max_connections == 0 || p.connect_timeout_ms == 0 || p.acquire_timeout_ms == 0 {
+            return invalid(
+                "postgres.max_connections, connect_timeout_ms and acquire_timeout_ms must be positive".into(),
+            );
+        }
         let mut screening = self.screening;
         if self.calibration.is_some() {
             // The calibration's threshold replaces the match threshold; `scoring` checks the

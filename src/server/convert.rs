@@ -21,6 +21,10 @@ pub fn registry_status(e: RegistryError) -> Status {
         | RegistryError::Inconsistent { .. }
         | RegistryError::Collision { .. }
         | RegistryError::ModelMismatch { .. } => Status::failed_precondition(message),
+        RegistryError::Unavailable(_) | RegistryError::Stale => {
+            tracing::warn!(error = %message, "registry unavailable");
+            Status::unavailable(message)
+        }
         RegistryError::Storage(_) | RegistryError::Corrupt(_) => {
             tracing::error!(error = %message, "registry failure");
             Status::internal(message)

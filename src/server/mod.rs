@@ -30,6 +30,7 @@ use crate::proto::ping_service_server::{PingService, PingServiceServer};
 use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::screening_service_server::ScreeningServiceServer;
 use crate::proto::{PingRequest, PingResponse, ScoringContext};
+use crate::registry::backend::StoreLocation;
 use crate::registry::{Origin, Registry};
 use crate::screening::Scoring;
 use admission::UploadBudget;
@@ -254,10 +255,18 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
     let tls = tls::server_tls(&config.tls).context("loading the TLS files")?;
     let model = embedder.model_id().clone();
     let dim = embedder.model().card().embedding_dim;
-    let registry = Registry::open(&config.data_dir, &model, dim, config.enrollment)
-        .with_context(|| format!("opening the registry in {}", config.data_dir.display()))?;
+    let location = config.store_location();
+    let registry = tokio::task::block_in_place(|| {
+        Registry::open_at(&location, &model, dim, config.enrollment)
+    })
+    .with_context(|| match &location {
+        StoreLocation::Embedded(dir) => format!("opening the registry in {}", dir.display()),
+        StoreLocation::Postgres { .. } => "opening the PostgreSQL registry".to_string(),
+    })?;
+    let registry = Arc::new(registry);
+    registry.follow();
     let metrics = Metrics::new();
-    let (artists, voiceprints) = registry.size()?;
+    let (artists, voiceprints) = tokio::task::block_in_place(|| registry.size())?;
     metrics.set_registry(artists, voiceprints, registry.version());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -305,7 +314,7 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
             config.limits.max_buffered_bytes,
             metrics.clone(),
         ),
-        registry: Arc::new(registry),
+        registry,
         metrics,
         config,
         scoring: Arc::new(scoring),
@@ -314,7 +323,7 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
         artists,
         voiceprints,
         registry_version = core.registry.version(),
-        registry = %core.registry.path().display(),
+        registry = %core.registry.location(),
         workers,
         "registry open"
     );
