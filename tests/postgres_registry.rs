@@ -232,6 +232,39 @@ fn replicas_follow_each_other_and_check_enrollments_against_each_other() {
         "sync delay A→B over 20 enrollments: median {:?}, max {:?}",
         delays[10], delays[19]
     );
+    // Every connection of the replicas is cut, the listeners' too: B catches up on A's next
+    // change once it has reconnected (or at its next poll).
+    let rt = runtime();
+    let (client, connection) = rt
+        .block_on(tokio_postgres::connect(
+            &cluster.url(),
+            tokio_postgres::NoTls,
+        ))
+        .unwrap();
+    rt.spawn(connection);
+    let cut = rt
+        .block_on(client.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'vocalguard' AND pid <> pg_backend_pid()",
+            &[],
+        ))
+        .unwrap();
+    assert!(cut >= 2, "{cut} connections cut");
+    let enrolled = loop {
+        match a.enroll(
+            &o,
+            "ana",
+            VoiceprintLabel::Singing,
+            "after",
+            &embedding(1, 0.05),
+        ) {
+            Ok(e) => break e,
+            Err(RegistryError::Unavailable(_)) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let delay = wait_for(&b, enrolled.version);
+    eprintln!("after the connections were cut, B caught up in {delay:?}");
     let version = b.delete_artist(&o, "ana").unwrap().1;
     wait_for(&a, version);
     assert_eq!(a.snapshot().index.len(), 0);
