@@ -196,8 +196,8 @@ fn replicas_follow_each_other_and_check_enrollments_against_each_other() {
     );
     assert_eq!(b.snapshot().index.len(), 1);
 
-    a.follow().unwrap();
-    b.follow().unwrap();
+    a.follow(|_| {}).unwrap();
+    b.follow(|_| {}).unwrap();
     let wait_for = |r: &Registry, version: u64| {
         let start = Instant::now();
         while r.version() < version {

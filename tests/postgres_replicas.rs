@@ -153,8 +153,8 @@ async fn a_replica_killed_mid_enrollment_leaves_no_partial_rows_and_catches_up()
     // Four clients enroll every utterance of their speaker through A, which is killed
     // while they are at it.
     let mut tasks = Vec::new();
-    for (name, files) in speakers[..4].iter().cloned() {
-        let url = a.url();
+    for (name, files) in &speakers[..4] {
+        let (url, name, files) = (a.url(), name.clone(), files.clone());
         tasks.push(tokio::spawn(async move {
             let mut c = Clients::connect(&url).await;
             let mut acknowledged = 0;

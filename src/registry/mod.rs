@@ -303,8 +303,12 @@ impl Registry {
 
     /// For a shared store, starts a thread that keeps the index in step with changes other
     /// replicas make: woken by the store's notifications, and at least every
-    /// [`backend::POLL_INTERVAL`] in case one was lost. It stops when the registry is dropped.
-    pub fn follow(self: &Arc<Self>) -> Option<std::thread::JoinHandle<()>> {
+    /// [`backend::POLL_INTERVAL`] in case one was lost; `on_change` runs after each catch-up
+    /// that moved the version. It stops when the registry is dropped.
+    pub fn follow(
+        self: &Arc<Self>,
+        on_change: impl Fn(&Registry) + Send + 'static,
+    ) -> Option<std::thread::JoinHandle<()>> {
         if !self.store.shared() {
             return None;
         }
@@ -315,12 +319,17 @@ impl Registry {
                 let mut failing = false;
                 loop {
                     let Some(registry) = weak.upgrade() else { return };
+                    let before = registry.version();
                     match registry.sync() {
-                        Ok(_) if failing => {
-                            tracing::info!(version = registry.version(), "registry follower caught up again");
-                            failing = false;
+                        Ok(after) => {
+                            if failing {
+                                tracing::info!(version = after, "registry follower caught up again");
+                                failing = false;
+                            }
+                            if after != before {
+                                on_change(&registry);
+                            }
                         }
-                        Ok(_) => {}
                         Err(e) if !failing => {
                             tracing::warn!(error = %e, "registry follower cannot read changes; retrying");
                             failing = true;

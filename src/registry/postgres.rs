@@ -969,7 +969,7 @@ fn voiceprint_row(row: &Row) -> Result<Voiceprint, RegistryError> {
 fn voiceprint_at(row: &Row, at: usize) -> Result<Voiceprint, RegistryError> {
     let voiceprint_id: String = row.get(at);
     let bytes: Vec<u8> = row.get(at + 7);
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(RegistryError::Corrupt(format!(
             "voiceprint {voiceprint_id} has an embedding of {} bytes, not a whole number of f32",
             bytes.len()

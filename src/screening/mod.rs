@@ -96,7 +96,7 @@ impl ScreeningConfig {
         if !(self.window_s > 0.0 && self.hop_s > 0.0 && self.min_voiced_s >= 0.0) {
             return Err("window_s and hop_s must be positive, min_voiced_s not negative".into());
         }
-        if !(self.dc_offset_rescreen >= 0.0) {
+        if self.dc_offset_rescreen.is_nan() || self.dc_offset_rescreen < 0.0 {
             return Err("dc_offset_rescreen must not be negative".into());
         }
         if self.top_k == 0 || self.min_matching_windows == 0 {

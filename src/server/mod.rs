@@ -264,8 +264,12 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
         StoreLocation::Postgres { .. } => "opening the PostgreSQL registry".to_string(),
     })?;
     let registry = Arc::new(registry);
-    registry.follow();
     let metrics = Metrics::new();
+    let gauges = metrics.clone();
+    registry.follow(move |r| match r.size() {
+        Ok((artists, voiceprints)) => gauges.set_registry(artists, voiceprints, r.version()),
+        Err(e) => tracing::warn!(error = %e, "cannot read the registry size"),
+    });
     let (artists, voiceprints) = tokio::task::block_in_place(|| registry.size())?;
     metrics.set_registry(artists, voiceprints, registry.version());
     let listener = tokio::net::TcpListener::bind(config.listen)
