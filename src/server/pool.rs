@@ -70,13 +70,15 @@ impl InferencePool {
         let depth = Arc::clone(&self.depth);
         let metrics = self.metrics.clone();
         let wrapped: Job = Box::new(move || {
-            let result = if tx.is_closed() {
-                drop(job);
-                metrics.record_dropped("cancelled");
-                None
-            } else if Instant::now() >= deadline {
+            // The deadline first: a caller that stopped waiting because its deadline passed
+            // has gone too, and counts as expired.
+            let result = if Instant::now() >= deadline {
                 drop(job);
                 metrics.record_dropped("expired");
+                None
+            } else if tx.is_closed() {
+                drop(job);
+                metrics.record_dropped("cancelled");
                 None
             } else {
                 let started = Instant::now();
