@@ -5,7 +5,7 @@
 //! registry first (its file is locked by the server).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,16 +75,7 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
         std::fs::rename(&tmp, &args.out)
             .with_context(|| format!("renaming {} to {}", tmp.display(), args.out.display()))?;
     }
-    eprintln!(
-        "exported registry version {} ({}): {} artists, {} voiceprints, {} authorizations, {} audit events",
-        dump.version,
-        store.describe(),
-        dump.artists.len(),
-        dump.voiceprints.len(),
-        dump.authorizations.len(),
-        dump.audit_events.len()
-    );
-    std::io::stderr().flush()?;
+    report("exported from", &store.describe(), &dump);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -99,14 +90,18 @@ fn import(args: ImportArgs) -> Result<ExitCode> {
     let store =
         open_store(&location, Some(&dump.model)).context("opening the destination registry")?;
     store.load(&dump).context("importing")?;
+    report("imported into", &store.describe(), &dump);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr what moved.
+fn report(what: &str, store: &str, dump: &Dump) {
     eprintln!(
-        "imported registry version {} into {}: {} artists, {} voiceprints, {} authorizations, {} audit events",
+        "registry version {} {what} {store}: {} artists, {} voiceprints, {} authorizations, {} audit events",
         dump.version,
-        store.describe(),
         dump.artists.len(),
         dump.voiceprints.len(),
         dump.authorizations.len(),
         dump.audit_events.len()
     );
-    Ok(ExitCode::SUCCESS)
 }

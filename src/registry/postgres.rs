@@ -247,16 +247,6 @@ impl PgStore {
         Ok(version as u64)
     }
 
-    /// Locks the version row for a change and returns the version.
-    async fn lock_version(tx: &Transaction<'_>) -> Result<u64, RegistryError> {
-        let version: i64 = tx
-            .query_one("SELECT version FROM registry_meta FOR UPDATE", &[])
-            .await
-            .map_err(pg_error)?
-            .get(0);
-        Ok(version as u64)
-    }
-
     async fn artist_exists(tx: &Transaction<'_>, artist_id: &str) -> Result<(), RegistryError> {
         let found = tx
             .query_opt("SELECT 1 FROM artists WHERE artist_id = $1", &[&artist_id])
@@ -322,13 +312,7 @@ impl RegistryStore for PgStore {
     ) -> Result<(Vec<Artist>, u64), RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(pg_error)?;
+            let tx = snapshot(&mut client).await?;
             let total: i64 = tx
                 .query_one("SELECT count(*) FROM artists", &[])
                 .await
@@ -363,13 +347,7 @@ impl RegistryStore for PgStore {
     fn all_voiceprints(&self) -> Result<(Vec<Voiceprint>, u64), RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(pg_error)?;
+            let tx = snapshot(&mut client).await?;
             let version: i64 = tx
                 .query_one("SELECT version FROM registry_meta", &[])
                 .await
@@ -442,8 +420,7 @@ impl RegistryStore for PgStore {
     fn insert_artist(&self, origin: &Origin, artist: &Artist) -> Result<u64, RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            Self::lock_version(&tx).await?;
+            let (tx, _) = begin_change(&mut client).await?;
             let inserted = tx
                 .execute(
                     "INSERT INTO artists (artist_id, display_name, created_at_unix_s) VALUES ($1, $2, $3)
@@ -470,8 +447,7 @@ impl RegistryStore for PgStore {
     ) -> Result<(Counts, u64), RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            Self::lock_version(&tx).await?;
+            let (tx, _) = begin_change(&mut client).await?;
             Self::artist_exists(&tx, artist_id).await?;
             let voiceprints = tx
                 .execute(
@@ -508,8 +484,8 @@ impl RegistryStore for PgStore {
     ) -> Result<u64, RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            if Self::lock_version(&tx).await? != checked_at {
+            let (tx, version) = begin_change(&mut client).await?;
+            if version != checked_at {
                 return Err(RegistryError::Stale);
             }
             Self::artist_exists(&tx, &voiceprint.artist_id).await?;
@@ -544,8 +520,7 @@ impl RegistryStore for PgStore {
     ) -> Result<(String, u64), RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            Self::lock_version(&tx).await?;
+            let (tx, _) = begin_change(&mut client).await?;
             let owner = tx
                 .query_opt(
                     "DELETE FROM voiceprints WHERE voiceprint_id = $1 RETURNING artist_id",
@@ -572,8 +547,7 @@ impl RegistryStore for PgStore {
     ) -> Result<u64, RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            Self::lock_version(&tx).await?;
+            let (tx, _) = begin_change(&mut client).await?;
             Self::artist_exists(&tx, &grant.artist_id).await?;
             tx.execute(
                 "INSERT INTO authorizations (artist_id, party_id, note, granted_at_unix_s) VALUES ($1, $2, $3, $4)
@@ -600,8 +574,7 @@ impl RegistryStore for PgStore {
     ) -> Result<u64, RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            Self::lock_version(&tx).await?;
+            let (tx, _) = begin_change(&mut client).await?;
             let removed = tx
                 .execute(
                     "DELETE FROM authorizations WHERE artist_id = $1 AND party_id = $2",
@@ -736,13 +709,7 @@ impl RegistryStore for PgStore {
     fn dump(&self) -> Result<Dump, RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(pg_error)?;
+            let tx = snapshot(&mut client).await?;
             let meta = tx
                 .query_one("SELECT model_name, model_sha256, version FROM registry_meta", &[])
                 .await
@@ -793,8 +760,7 @@ impl RegistryStore for PgStore {
     fn load(&self, dump: &Dump) -> Result<(), RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            let version = Self::lock_version(&tx).await?;
+            let (tx, version) = begin_change(&mut client).await?;
             let artists: i64 = tx
                 .query_one("SELECT count(*) FROM artists", &[])
                 .await
@@ -896,6 +862,29 @@ impl RegistryStore for PgStore {
             let _ = tokio::time::timeout(timeout, heard.changed()).await;
         });
     }
+}
+
+/// Starts a change's transaction and takes the version row's lock, which serialises changes;
+/// returns the transaction and the version before the change.
+async fn begin_change(client: &mut Object) -> Result<(Transaction<'_>, u64), RegistryError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let version: i64 = tx
+        .query_one("SELECT version FROM registry_meta FOR UPDATE", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    Ok((tx, version as u64))
+}
+
+/// Starts a read-only transaction that sees one snapshot for all its statements.
+async fn snapshot(client: &mut Object) -> Result<Transaction<'_>, RegistryError> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)
 }
 
 /// `postgres://user@host:port/dbname`, without the password.
