@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::audio::{self, level, vad::VoiceActivity, AudioError, DecodeLimits};
-use crate::encoder::{ModelId, SpeakerModel};
+use crate::encoder::{Architecture, ModelId, SpeakerModel};
 use crate::features::{mel::MelSpectrogram, FeatureError, FrontendConfig};
 
 /// Errors of turning audio into an embedding.
@@ -47,17 +47,20 @@ pub enum Trim {
     Off,
 }
 
-/// Audio made ready for the encoder: its partial windows of mel frames.
+/// Audio made ready for the encoder: its encoder inputs, each `frames` frames of features.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// Decoded duration, seconds.
     pub duration_s: f64,
     /// Duration kept after trimming, seconds.
     pub voiced_s: f64,
-    /// Number of partial windows.
+    /// Number of encoder inputs: GE2E's partial windows, or 1 (the whole utterance) for the
+    /// fbank models.
     pub n_partials: usize,
-    /// `n_partials * partial_frames * n_mels` mel values.
-    pub partial_mels: Vec<f32>,
+    /// Frames per input.
+    frames: usize,
+    /// `n_partials * frames * bins` feature values.
+    features: Vec<f32>,
 }
 
 /// One utterance embedding with what it was computed from.
@@ -140,10 +143,19 @@ pub struct WindowedTrack {
     pub windows: Vec<TrackWindow>,
 }
 
+/// How a model's front end turns audio into encoder inputs.
+enum Analysis {
+    /// GE2E: level, voice activity, mel, partial windows (as Resemblyzer does).
+    Partials {
+        frontend: FrontendConfig,
+        mel: MelSpectrogram,
+    },
+}
+
 /// The embedding pipeline for one model.
 pub struct Embedder {
     model: SpeakerModel,
-    mel: MelSpectrogram,
+    analysis: Analysis,
     limits: DecodeLimits,
     trim: Trim,
     max_batch: usize,
@@ -155,10 +167,15 @@ impl Embedder {
 
     /// A pipeline for `model`, decoding under `limits`.
     pub fn new(model: SpeakerModel, limits: DecodeLimits) -> Result<Self, EmbedError> {
-        let mel = MelSpectrogram::new(model.card().frontend.mel()?)?;
+        let analysis = match &model.card().architecture {
+            Architecture::Ge2e(card) => Analysis::Partials {
+                frontend: card.frontend,
+                mel: MelSpectrogram::new(card.frontend.mel()?)?,
+            },
+        };
         Ok(Self {
             model,
-            mel,
+            analysis,
             limits,
             trim: Trim::Silences,
             max_batch: Self::DEFAULT_MAX_BATCH,
@@ -194,8 +211,26 @@ impl Embedder {
     }
 
     /// Prepares mono samples at the model's sample rate.
-    pub fn prepare_samples(&self, mut samples: Vec<f32>) -> Result<Prepared, EmbedError> {
-        let frontend = &self.model.card().frontend;
+    pub fn prepare_samples(&self, samples: Vec<f32>) -> Result<Prepared, EmbedError> {
+        match &self.analysis {
+            Analysis::Partials { frontend, mel } => self.prepare_partials(samples, frontend, mel),
+        }
+    }
+
+    /// Features per frame of the encoder's input.
+    fn bins(&self) -> usize {
+        match &self.analysis {
+            Analysis::Partials { frontend, .. } => frontend.n_mels,
+        }
+    }
+
+    /// GE2E: level normalisation, trimming, mel, partial windows.
+    fn prepare_partials(
+        &self,
+        mut samples: Vec<f32>,
+        frontend: &FrontendConfig,
+        mel: &MelSpectrogram,
+    ) -> Result<Prepared, EmbedError> {
         let rate = frontend.sample_rate as f64;
         let duration_s = samples.len() as f64 / rate;
         level::normalize_volume(&mut samples, frontend.target_dbfs, true);
@@ -206,53 +241,35 @@ impl Embedder {
         if samples.is_empty() {
             return Err(EmbedError::NoVoice { duration_s });
         }
-        self.prepare_voiced(samples, duration_s)
+        Ok(partials_of_voiced(samples, duration_s, frontend, mel))
     }
-
-    /// Cuts level-normalised, non-empty voiced samples into partials of mel frames.
-    fn prepare_voiced(
-        &self,
-        mut samples: Vec<f32>,
-        duration_s: f64,
-    ) -> Result<Prepared, EmbedError> {
-        let frontend = &self.model.card().frontend;
-        let voiced_s = samples.len() as f64 / frontend.sample_rate as f64;
-        let (starts, padded_len) = partial_starts(samples.len(), frontend);
-        samples.resize(padded_len.max(samples.len()), 0.0);
-        let mel = self.mel.compute(&samples);
-        let n_mels = frontend.n_mels;
-        let window = frontend.partial_frames * n_mels;
-        let mut partial_mels = Vec::with_capacity(starts.len() * window);
-        for &start in &starts {
-            partial_mels.extend_from_slice(&mel[start * n_mels..start * n_mels + window]);
-        }
-        Ok(Prepared {
-            duration_s,
-            voiced_s,
-            n_partials: starts.len(),
-            partial_mels,
-        })
-    }
-
-    /// Embeds every partial of `items` (batched across items) and returns each item's
-    /// partial embeddings, `n_partials * dim` values.
+    /// Embeds every encoder input of `items` and returns each item's input embeddings,
+    /// `n_partials * dim` values. Inputs of equal length are batched together, across items,
+    /// up to the largest batch.
     pub fn embed_partials(&self, items: &[&Prepared]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let frontend = &self.model.card().frontend;
-        let window = frontend.partial_frames * frontend.n_mels;
-        let dim = self.model.card().embedding_dim;
-        let all: Vec<&[f32]> = items
+        let bins = self.bins();
+        let dim = self.model.embedding_dim();
+        let all: Vec<(usize, &[f32])> = items
             .iter()
-            .flat_map(|p| p.partial_mels.chunks_exact(window))
+            .flat_map(|p| {
+                p.features
+                    .chunks_exact(p.frames * bins)
+                    .map(move |input| (p.frames, input))
+            })
             .collect();
         let mut vectors = Vec::with_capacity(all.len() * dim);
-        for batch in all.chunks(self.max_batch) {
-            let data: Vec<f32> = batch.concat();
-            let mels = Tensor::from_vec(
-                data,
-                (batch.len(), frontend.partial_frames, frontend.n_mels),
-                self.model.device(),
-            )?;
-            let embeds = self.model.embed_partials(&mels)?;
+        let mut rest = all.as_slice();
+        while let Some(&(frames, _)) = rest.first() {
+            let run = rest
+                .iter()
+                .take(self.max_batch)
+                .take_while(|(f, _)| *f == frames)
+                .count();
+            let (batch, tail) = rest.split_at(run);
+            rest = tail;
+            let data: Vec<f32> = batch.iter().flat_map(|(_, x)| x.iter().copied()).collect();
+            let inputs = Tensor::from_vec(data, (batch.len(), frames, bins), self.model.device())?;
+            let embeds = self.model.embed_partials(&inputs)?;
             vectors.extend(embeds.flatten_all()?.to_vec1::<f32>()?);
         }
         let mut out = Vec::with_capacity(items.len());
@@ -267,7 +284,7 @@ impl Embedder {
 
     /// Embeds prepared items, batching their partials together.
     pub fn embed_prepared(&self, items: &[&Prepared]) -> Result<Vec<Embedding>, EmbedError> {
-        let dim = self.model.card().embedding_dim;
+        let dim = self.model.embedding_dim();
         let partials = self.embed_partials(items)?;
         Ok(items
             .iter()
@@ -317,16 +334,30 @@ impl Embedder {
         }
     }
 
-    /// Embeds `samples` (mono, at the model's rate) window by window over its voiced regions:
-    /// the level is normalised, voice activity found, the voiced regions concatenated and cut
-    /// into partials that are embedded in batches; each window's embedding is the mean of its
-    /// partials, as an utterance embedding is.
+    /// Embeds `samples` (mono, at the model's rate) window by window over its voiced regions,
+    /// each window keeping its place in the track. GE2E: the level is normalised, voice
+    /// activity found, the voiced regions concatenated and cut into partials that are embedded
+    /// in batches; a window is a run of partials and its embedding their mean, as an utterance
+    /// embedding is.
     pub fn embed_windows(
+        &self,
+        samples: Vec<f32>,
+        config: &WindowConfig,
+    ) -> Result<WindowedTrack, EmbedError> {
+        match &self.analysis {
+            Analysis::Partials { frontend, mel } => {
+                self.partial_windows(samples, config, frontend, mel)
+            }
+        }
+    }
+
+    fn partial_windows(
         &self,
         mut samples: Vec<f32>,
         config: &WindowConfig,
+        frontend: &FrontendConfig,
+        mel: &MelSpectrogram,
     ) -> Result<WindowedTrack, EmbedError> {
-        let frontend = &self.model.card().frontend;
         let rate = frontend.sample_rate as f64;
         let duration_s = samples.len() as f64 / rate;
         level::normalize_volume(&mut samples, frontend.target_dbfs, true);
@@ -359,9 +390,9 @@ impl Embedder {
             return Ok(track);
         }
         let voiced_len = voiced.len();
-        let prepared = self.prepare_voiced(voiced, duration_s)?;
+        let prepared = partials_of_voiced(voiced, duration_s, frontend, mel);
         let (starts, _) = partial_starts(voiced_len, frontend);
-        let dim = self.model.card().embedding_dim;
+        let dim = self.model.embedding_dim();
         let partials = self.embed_partials(&[&prepared])?.remove(0);
         track.n_partials = starts.len();
         let n = starts.len();
@@ -391,6 +422,32 @@ impl Embedder {
     pub fn embed_file(&self, path: &Path) -> Result<Embedding, EmbedError> {
         let prepared = self.prepare_file(path)?;
         Ok(self.embed_prepared(&[&prepared])?.remove(0))
+    }
+}
+
+/// Cuts level-normalised, non-empty voiced samples into GE2E partials of mel frames.
+fn partials_of_voiced(
+    mut samples: Vec<f32>,
+    duration_s: f64,
+    frontend: &FrontendConfig,
+    mel: &MelSpectrogram,
+) -> Prepared {
+    let voiced_s = samples.len() as f64 / frontend.sample_rate as f64;
+    let (starts, padded_len) = partial_starts(samples.len(), frontend);
+    samples.resize(padded_len.max(samples.len()), 0.0);
+    let mel = mel.compute(&samples);
+    let n_mels = frontend.n_mels;
+    let window = frontend.partial_frames * n_mels;
+    let mut partial_mels = Vec::with_capacity(starts.len() * window);
+    for &start in &starts {
+        partial_mels.extend_from_slice(&mel[start * n_mels..start * n_mels + window]);
+    }
+    Prepared {
+        duration_s,
+        voiced_s,
+        n_partials: starts.len(),
+        frames: frontend.partial_frames,
+        features: partial_mels,
     }
 }
 
