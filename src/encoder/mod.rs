@@ -1,6 +1,7 @@
 //! Speaker encoders: model cards, weight loading and verification, and the architectures.
 
 pub mod convert;
+pub mod ecapa;
 pub mod ge2e;
 mod lstm_cpu;
 pub mod source;

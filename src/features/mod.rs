@@ -1,6 +1,7 @@
 //! Feature extraction: the front-end parameters a model card states, and the mel spectrogram.
 
 pub mod mel;
+pub mod sb_fbank;
 
 use serde::{Deserialize, Serialize};
 
