@@ -384,33 +384,63 @@ fn weighted_stats(x: &Tensor, w: &Tensor) -> candle_core::Result<(Tensor, Tensor
     ))
 }
 
-/// `AttentiveStatisticsPooling`.
+/// `AttentiveStatisticsPooling`. Its attention TDNN sees `[x; mean; std]` with global
+/// context; the mean and std are constant over frames, so their share of that 1×1
+/// convolution is computed once per utterance instead of on `3C × frames` copies.
 struct AttentivePooling {
-    tdnn: TdnnBlock,
+    /// `(attention, C)`: the attention TDNN's weights on the frames.
+    w_frames: Tensor,
+    /// `(attention, 2C)`: its weights on the utterance mean and std (global context only).
+    w_context: Option<Tensor>,
+    /// `(1, attention, 1)`.
+    bias: Tensor,
+    norm: BatchNorm,
     conv: Conv,
-    global_context: bool,
 }
 
 impl AttentivePooling {
+    fn load(vb: &VarBuilder, cfg: &EcapaConfig) -> candle_core::Result<Self> {
+        let (channels, attention) = (cfg.channels[4], cfg.attention_channels);
+        let inp = if cfg.global_context {
+            3 * channels
+        } else {
+            channels
+        };
+        let tdnn = vb.pp("tdnn");
+        let weight = tdnn
+            .get((attention, inp, 1), "conv.conv.weight")?
+            .squeeze(2)?;
+        let w_context = if cfg.global_context {
+            Some(weight.narrow(1, channels, 2 * channels)?.contiguous()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            w_frames: weight.narrow(1, 0, channels)?.contiguous()?,
+            w_context,
+            bias: tdnn
+                .get(attention, "conv.conv.bias")?
+                .reshape((1, attention, 1))?,
+            norm: BatchNorm::load(&tdnn.pp("norm.norm"), attention)?,
+            conv: Conv::load(&vb.pp("conv.conv"), attention, channels, 1, 1)?,
+        })
+    }
+
     /// `(batch, C, frames)` → `(batch, 2C)`: attention-weighted mean and standard deviation.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (batch, channels, frames) = x.dims3()?;
-        let attn_in = if self.global_context {
+        let frames = x.dim(2)?;
+        let mut hidden = self
+            .w_frames
+            .broadcast_matmul(x)?
+            .broadcast_add(&self.bias)?;
+        if let Some(w_context) = &self.w_context {
             let uniform = Tensor::full(1.0 / frames as f32, (1, 1, frames), x.device())?;
             let (mean, std) = weighted_stats(x, &uniform)?;
-            let shape = (batch, channels, frames);
-            Tensor::cat(
-                &[
-                    x.clone(),
-                    mean.unsqueeze(2)?.broadcast_as(shape)?.contiguous()?,
-                    std.unsqueeze(2)?.broadcast_as(shape)?.contiguous()?,
-                ],
-                1,
-            )?
-        } else {
-            x.clone()
-        };
-        let scores = self.conv.forward(&self.tdnn.forward(&attn_in)?.tanh()?)?;
+            let context = Tensor::cat(&[mean, std], 1)?.unsqueeze(2)?;
+            hidden = hidden.broadcast_add(&w_context.broadcast_matmul(&context)?)?;
+        }
+        let hidden = self.norm.forward(&hidden.relu()?)?;
+        let scores = self.conv.forward(&hidden.tanh()?)?;
         let attn = candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?;
         let (mean, std) = weighted_stats(x, &attn)?;
         Tensor::cat(&[mean, std], 1)
@@ -452,28 +482,7 @@ impl EcapaEncoder {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let mfa = TdnnBlock::load(&vb.pp("mfa"), c[1] + c[2] + c[3], c[4], k[4], d[4])?;
-        let attention_in = if config.global_context {
-            3 * c[4]
-        } else {
-            c[4]
-        };
-        let asp = AttentivePooling {
-            tdnn: TdnnBlock::load(
-                &vb.pp("asp.tdnn"),
-                attention_in,
-                config.attention_channels,
-                1,
-                1,
-            )?,
-            conv: Conv::load(
-                &vb.pp("asp.conv.conv"),
-                config.attention_channels,
-                c[4],
-                1,
-                1,
-            )?,
-            global_context: config.global_context,
-        };
+        let asp = AttentivePooling::load(&vb.pp("asp"), &config)?;
         Ok(Self {
             config,
             layer0,
