@@ -4,6 +4,7 @@ pub mod convert;
 pub mod ecapa;
 pub mod ge2e;
 mod lstm_cpu;
+pub mod resnet;
 pub mod source;
 
 use std::fmt;

@@ -1,5 +1,6 @@
 //! Feature extraction: the front-end parameters a model card states, and the mel spectrogram.
 
+pub mod kaldi_fbank;
 pub mod mel;
 pub mod sb_fbank;
 
