@@ -4,6 +4,7 @@ mod audit;
 mod bench;
 mod client;
 mod eval;
+mod models;
 mod serve;
 mod token;
 
@@ -70,6 +71,9 @@ enum Command {
     /// Make API tokens for the server's access control.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// List the built-in models, or convert a published checkpoint into safetensors.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
 }
 
 /// How to find the model and treat the audio; shared by every command that embeds.
@@ -181,6 +185,7 @@ impl Cli {
             Command::Calibrate(a) => eval::calibrate(a),
             Command::Audit(a) => audit::run(a),
             Command::Token(c) => token::run(c),
+            Command::Models(c) => models::run(c),
         }
     }
 }

@@ -57,6 +57,11 @@ pub fn cache_paths(dir: &Path, name: &str, checkpoint_sha256: &str) -> (PathBuf,
     )
 }
 
+/// The pin file of a card that publishes no checkpoint hash.
+pub fn pin_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{}.pin", file_safe(name)))
+}
+
 /// Verifies `checkpoint` against `card` (or its pin), then returns its converted weights from
 /// `dir`, converting them with `convert` when no valid conversion is there yet.
 pub fn converted(
@@ -91,7 +96,7 @@ pub fn converted(
     let tensors = convert(checkpoint).map_err(|source| ModelError::Convert {
         origin: origin.to_string(),
         path: checkpoint.display().to_string(),
-        source,
+        source: Box::new(source),
     })?;
     create_dir(dir)?;
     let tmp = temp_name(&path);
@@ -99,7 +104,7 @@ pub fn converted(
     candle_core::safetensors::save(&map, &tmp).map_err(|source| ModelError::Convert {
         origin: origin.to_string(),
         path: checkpoint.display().to_string(),
-        source,
+        source: Box::new(source),
     })?;
     let bytes = read(&tmp)?;
     rename(&tmp, &path)?;
@@ -139,7 +144,7 @@ fn reusable(path: &Path, record_path: &Path, checkpoint_sha256: &str) -> Option<
 /// For a card without a published hash: pins the first checkpoint hash seen in
 /// `<dir>/<name>.pin` and refuses any other later.
 fn check_pin(dir: &Path, name: &str, actual: &str, origin: &str) -> Result<(), ModelError> {
-    let pin = dir.join(format!("{}.pin", file_safe(name)));
+    let pin = pin_path(dir, name);
     match std::fs::read_to_string(&pin) {
         Ok(pinned) if pinned.trim() == actual => {
             eprintln!(

@@ -8,18 +8,24 @@ pub mod resnet;
 pub mod source;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audio::vad::VadConfig;
+use crate::features::kaldi_fbank::KaldiFbankConfig;
+use crate::features::sb_fbank::SbFbankConfig;
 use crate::features::FrontendConfig;
+use convert::{Converted, Converter};
+use ecapa::EcapaEncoder;
 use ge2e::{Ge2eConfig, Ge2eEncoder};
+use resnet::ResNetEncoder;
 pub use source::{ModelFiles, ResolveOptions, Weights};
 
 /// Architecture ids this build implements, as a card's `architecture` names them.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["ge2e-lstm"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["ge2e-lstm", "ecapa-tdnn", "resnet34"];
 
 /// Errors of finding, verifying and loading a model.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +110,7 @@ pub enum ModelError {
         /// The checkpoint file.
         path: String,
         /// Candle's reason.
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     /// The weights do not fit the architecture.
     #[error("cannot load the weights of model {origin}: {source}")]
@@ -140,6 +146,14 @@ pub enum Architecture {
     /// GE2E (Resemblyzer): LSTM over 40-band mel partials; weights already in safetensors.
     #[serde(rename = "ge2e-lstm")]
     Ge2e(Ge2eCard),
+    /// ECAPA-TDNN (SpeechBrain `spkrec-ecapa-voxceleb`): SpeechBrain's 80-band filterbank with
+    /// sentence mean normalisation; the shape is read from the checkpoint.
+    #[serde(rename = "ecapa-tdnn")]
+    Ecapa(FbankCard<SbFbankConfig>),
+    /// ResNet34 (WeSpeaker `voxceleb_resnet34_LM`): Kaldi's 80-band filterbank, dither off,
+    /// cepstral mean normalisation; the shape is read from the checkpoint.
+    #[serde(rename = "resnet34")]
+    Resnet34(FbankCard<KaldiFbankConfig>),
 }
 
 impl Architecture {
@@ -147,6 +161,8 @@ impl Architecture {
     pub fn id(&self) -> &'static str {
         match self {
             Self::Ge2e(_) => "ge2e-lstm",
+            Self::Ecapa(_) => "ecapa-tdnn",
+            Self::Resnet34(_) => "resnet34",
         }
     }
 }
@@ -162,6 +178,19 @@ pub struct Ge2eCard {
     pub encoder: Ge2eConfig,
     /// Front-end parameters.
     pub frontend: FrontendConfig,
+}
+
+/// The sections of a filterbank model's card (ECAPA-TDNN, ResNet34): the published checkpoint,
+/// the front end and how silence is trimmed. The encoder's shape is inferred from the
+/// checkpoint's tensors, so a reduced-width checkpoint loads through the same code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FbankCard<F> {
+    /// The published checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Front-end parameters.
+    pub frontend: F,
+    /// Silence trimming before the front end (with `Trim::Silences`, and for screening).
+    pub trim: TrimConfig,
 }
 
 /// A published checkpoint that is converted into safetensors on first use.
@@ -230,6 +259,8 @@ impl ModelCard {
                     ));
                 }
             }
+            Architecture::Ecapa(c) => check_checkpoint(&c.checkpoint)?,
+            Architecture::Resnet34(c) => check_checkpoint(&c.checkpoint)?,
         }
         Ok(())
     }
@@ -238,6 +269,7 @@ impl ModelCard {
     pub fn ge2e(&self) -> Option<&Ge2eCard> {
         match &self.architecture {
             Architecture::Ge2e(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -248,6 +280,8 @@ impl ModelCard {
                 file: &c.weights,
                 sha256: &c.weights_sha256,
             },
+            Architecture::Ecapa(c) => WeightsRef::Checkpoint(&c.checkpoint),
+            Architecture::Resnet34(c) => WeightsRef::Checkpoint(&c.checkpoint),
         }
     }
 
@@ -292,9 +326,39 @@ impl fmt::Display for ModelId {
     }
 }
 
+/// A checkpoint hash in a card must be 64 hex digits; a file name must be a plain name.
+fn check_checkpoint(c: &Checkpoint) -> Result<(), String> {
+    if let Some(sha) = &c.sha256 {
+        if sha.len() != 64 || !sha.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            return Err(format!("checkpoint sha256 '{sha}' is not 64 hex digits"));
+        }
+    }
+    let plain = Path::new(&c.file)
+        .components()
+        .all(|part| matches!(part, std::path::Component::Normal(_)));
+    if c.file.is_empty() || !plain {
+        return Err(format!(
+            "checkpoint file '{}' must be a relative path without '..'",
+            c.file
+        ));
+    }
+    Ok(())
+}
+
 /// The encoder of a loaded model.
 enum Encoder {
     Ge2e(Ge2eEncoder),
+    Ecapa(Box<EcapaEncoder>),
+    Resnet34(ResNetEncoder),
+}
+
+/// Where the weights of a converted model were loaded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertedWeights {
+    /// The safetensors file in the conversion cache.
+    pub path: PathBuf,
+    /// Whether an earlier conversion was reused.
+    pub reused: bool,
 }
 
 /// A speaker model ready to run: its verified card and its encoder on a device.
@@ -303,6 +367,7 @@ pub struct SpeakerModel {
     id: ModelId,
     encoder: Encoder,
     device: Device,
+    converted: Option<ConvertedWeights>,
 }
 
 impl SpeakerModel {
@@ -333,10 +398,69 @@ impl SpeakerModel {
                     .map_err(weights_error)?;
                 (actual, Encoder::Ge2e(encoder))
             }
-            (_, Weights::Checkpoint { .. }) => {
+            (
+                Architecture::Ecapa(c),
+                Weights::Checkpoint {
+                    path,
+                    converted_dir,
+                },
+            ) => {
+                let converted =
+                    convert_cached(&files, path, converted_dir, ecapa::convert_checkpoint)?;
+                let config = ecapa::config_from_checkpoint(
+                    &tensors_of(&converted.bytes).map_err(weights_error)?,
+                )
+                .map_err(weights_error)?;
+                check_shape(
+                    &files,
+                    config.input_size,
+                    c.frontend.n_mels,
+                    config.lin_neurons,
+                )?;
+                let encoder = EcapaEncoder::from_safetensors(config, &converted.bytes, &device)
+                    .map_err(weights_error)?;
+                return Ok(Self::converted(
+                    files,
+                    converted,
+                    Encoder::Ecapa(Box::new(encoder)),
+                    device,
+                ));
+            }
+            (
+                Architecture::Resnet34(c),
+                Weights::Checkpoint {
+                    path,
+                    converted_dir,
+                },
+            ) => {
+                let converted =
+                    convert_cached(&files, path, converted_dir, resnet::convert_checkpoint)?;
+                let config = resnet::config_from_checkpoint(
+                    &tensors_of(&converted.bytes).map_err(weights_error)?,
+                )
+                .map_err(weights_error)?;
+                check_shape(
+                    &files,
+                    config.feat_dim,
+                    c.frontend.num_mel_bins,
+                    config.embed_dim,
+                )?;
+                let encoder = ResNetEncoder::from_safetensors(config, &converted.bytes, &device)
+                    .map_err(weights_error)?;
+                return Ok(Self::converted(
+                    files,
+                    converted,
+                    Encoder::Resnet34(encoder),
+                    device,
+                ));
+            }
+            _ => {
                 return Err(ModelError::InvalidCard {
                     origin: files.origin,
-                    reason: "this architecture has no published-checkpoint conversion".into(),
+                    reason: format!(
+                        "architecture {} does not take this kind of weights file",
+                        files.card.architecture.id()
+                    ),
                 })
             }
         };
@@ -348,7 +472,34 @@ impl SpeakerModel {
             card: files.card,
             encoder,
             device,
+            converted: None,
         })
+    }
+
+    fn converted(
+        files: ModelFiles,
+        converted: Converted,
+        encoder: Encoder,
+        device: Device,
+    ) -> Self {
+        Self {
+            id: ModelId {
+                name: files.card.name.clone(),
+                sha256: converted.checkpoint_sha256,
+            },
+            card: files.card,
+            encoder,
+            device,
+            converted: Some(ConvertedWeights {
+                path: converted.path,
+                reused: converted.reused,
+            }),
+        }
+    }
+
+    /// For a model converted from a published checkpoint: where the converted weights are.
+    pub fn converted_weights(&self) -> Option<&ConvertedWeights> {
+        self.converted.as_ref()
     }
 
     /// The model card.
@@ -376,6 +527,91 @@ impl SpeakerModel {
     pub fn embed_partials(&self, features: &Tensor) -> candle_core::Result<Tensor> {
         match &self.encoder {
             Encoder::Ge2e(e) => e.forward(features),
+            Encoder::Ecapa(e) => e.forward(features),
+            Encoder::Resnet34(e) => e.forward(features),
+        }
+    }
+}
+
+/// Verifies the checkpoint and returns its conversion from the cache, converting it first
+/// when needed.
+fn convert_cached(
+    files: &ModelFiles,
+    checkpoint: &Path,
+    dir: &Path,
+    converter: Converter,
+) -> Result<Converted, ModelError> {
+    convert::converted(&files.card, checkpoint, dir, &files.origin, converter)
+}
+
+/// The tensors of a safetensors buffer, on the CPU, to infer the encoder's shape from.
+fn tensors_of(bytes: &[u8]) -> candle_core::Result<Vec<(String, Tensor)>> {
+    Ok(candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?
+        .into_iter()
+        .collect())
+}
+
+/// The checkpoint's input width must be the front end's, its embedding size the card's.
+fn check_shape(
+    files: &ModelFiles,
+    input: usize,
+    bins: usize,
+    embedding: usize,
+) -> Result<(), ModelError> {
+    if input != bins || embedding != files.card.embedding_dim {
+        return Err(ModelError::InvalidCard {
+            origin: files.origin.clone(),
+            reason: format!(
+                "the checkpoint takes {input} features per frame and gives {embedding}-dimensional embeddings; the card's front end gives {bins} and its embedding_dim is {}",
+                files.card.embedding_dim
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ecapa_card(checkpoint: serde_json::Value) -> Vec<u8> {
+        let mut card: serde_json::Value = serde_json::from_slice(include_bytes!(
+            "../../models/ecapa-tdnn-voxceleb/model.json"
+        ))
+        .unwrap();
+        card["checkpoint"] = checkpoint;
+        serde_json::to_vec(&card).unwrap()
+    }
+
+    #[test]
+    fn fbank_cards_parse_with_or_without_a_published_hash() {
+        let card = ModelCard::parse(
+            &ecapa_card(serde_json::json!({"file": "embedding_model.ckpt", "sha256": null})),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(card.architecture.id(), "ecapa-tdnn");
+        let checkpoint = card.checkpoint().unwrap();
+        assert_eq!(
+            (checkpoint.repo.as_deref(), checkpoint.sha256.as_deref()),
+            (None, None)
+        );
+        assert!(card.ge2e().is_none());
+    }
+
+    #[test]
+    fn bad_checkpoint_entries_are_refused() {
+        for checkpoint in [
+            serde_json::json!({"file": "x.ckpt", "sha256": "abc"}),
+            serde_json::json!({"file": "../x.ckpt", "sha256": null}),
+            serde_json::json!({"file": "/etc/x.ckpt", "sha256": null}),
+            serde_json::json!({"file": "x.ckpt", "sha256": null, "extra": 1}),
+        ] {
+            let err = ModelCard::parse(&ecapa_card(checkpoint.clone()), "test").err();
+            assert!(
+                matches!(err, Some(ModelError::InvalidCard { .. })),
+                "{checkpoint}: {err:?}"
+            );
         }
     }
 }

@@ -21,26 +21,46 @@ pub const DEFAULT_MODEL: &str = "ge2e-resemblyzer";
 /// File name of a model card inside a model directory or hub repo.
 pub const CARD_FILE: &str = "model.json";
 
-/// Models compiled into the binary: name, card, and the weights when they are compiled in
-/// too (GE2E); the others' checkpoints come from the hub.
-const BUILTIN: &[(&str, &[u8], Option<&[u8]>)] = &[(
-    "ge2e-resemblyzer",
-    include_bytes!("../../models/ge2e-resemblyzer/model.json"),
-    Some(include_bytes!(
-        "../../models/ge2e-resemblyzer/model.safetensors"
-    )),
-)];
+/// A model compiled into the binary: its card, and its weights when they are compiled in too
+/// (GE2E); the others' checkpoints come from the hub.
+#[derive(Clone, Copy)]
+struct Builtin {
+    name: &'static str,
+    card: &'static [u8],
+    weights: Option<&'static [u8]>,
+}
+
+/// The built-in models.
+const BUILTIN: &[Builtin] = &[
+    Builtin {
+        name: "ge2e-resemblyzer",
+        card: include_bytes!("../../models/ge2e-resemblyzer/model.json"),
+        weights: Some(include_bytes!(
+            "../../models/ge2e-resemblyzer/model.safetensors"
+        )),
+    },
+    Builtin {
+        name: "ecapa-tdnn-voxceleb",
+        card: include_bytes!("../../models/ecapa-tdnn-voxceleb/model.json"),
+        weights: None,
+    },
+    Builtin {
+        name: "wespeaker-resnet34",
+        card: include_bytes!("../../models/wespeaker-resnet34/model.json"),
+        weights: None,
+    },
+];
 
 /// Names of the built-in models.
 pub fn builtin_names() -> Vec<&'static str> {
-    BUILTIN.iter().map(|(name, _, _)| *name).collect()
+    BUILTIN.iter().map(|b| b.name).collect()
 }
 
 /// The parsed cards of the built-in models.
 pub fn builtin_cards() -> Result<Vec<ModelCard>, ModelError> {
     BUILTIN
         .iter()
-        .map(|(name, card, _)| ModelCard::parse(card, &format!("built-in {name}")))
+        .map(|b| ModelCard::parse(b.card, &format!("built-in {}", b.name)))
         .collect()
 }
 
@@ -51,6 +71,9 @@ pub struct ResolveOptions {
     pub offline: bool,
     /// The hub cache directory (the folder holding `models--owner--name`).
     pub cache_dir: Option<PathBuf>,
+    /// Where converted checkpoints are cached, instead of `vocalguard-converted` in the hub
+    /// cache.
+    pub converted_dir: Option<PathBuf>,
 }
 
 impl ResolveOptions {
@@ -63,7 +86,11 @@ impl ResolveOptions {
         let cache_dir = std::env::var_os("HF_HUB_CACHE")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HF_HOME").map(|home| PathBuf::from(home).join("hub")));
-        Self { offline, cache_dir }
+        Self {
+            offline,
+            cache_dir,
+            converted_dir: None,
+        }
     }
 
     fn cache(&self) -> Cache {
@@ -73,10 +100,13 @@ impl ResolveOptions {
         }
     }
 
-    /// The folder converted checkpoints are cached in: `vocalguard-converted` inside the hub
-    /// cache.
+    /// The folder converted checkpoints are cached in: the one set, else
+    /// `vocalguard-converted` inside the hub cache.
     pub fn converted_dir(&self) -> PathBuf {
-        self.cache().path().join(CONVERTED_DIR)
+        match &self.converted_dir {
+            Some(dir) => dir.clone(),
+            None => self.cache().path().join(CONVERTED_DIR),
+        }
     }
 }
 
@@ -107,8 +137,8 @@ pub struct ModelFiles {
 /// Resolves `spec`: a built-in name, else an existing directory, else a hub repo id
 /// `owner/name` with an optional `@revision`.
 pub fn resolve(spec: &str, options: &ResolveOptions) -> Result<ModelFiles, ModelError> {
-    if let Some((name, card, weights)) = BUILTIN.iter().find(|(name, _, _)| *name == spec) {
-        return from_builtin(name, card, *weights, options);
+    if let Some(builtin) = BUILTIN.iter().find(|b| b.name == spec) {
+        return from_builtin(builtin, options);
     }
     let path = Path::new(spec);
     if path.is_dir() {
@@ -116,8 +146,8 @@ pub fn resolve(spec: &str, options: &ResolveOptions) -> Result<ModelFiles, Model
     }
     if let Some((repo, revision)) = parse_repo_id(spec) {
         if !path.exists() {
-            if let Some((name, card, weights)) = builtin_for_repo(repo, revision) {
-                return from_builtin(name, card, weights, options);
+            if let Some(builtin) = builtin_for_repo(repo, revision) {
+                return from_builtin(builtin, options);
             }
             return from_hub(repo, revision, options);
         }
@@ -137,12 +167,9 @@ fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
 
 /// The built-in card whose checkpoint is published in `repo` at `revision` (or any revision
 /// when the card pins none and none is asked for).
-fn builtin_for_repo(
-    repo: &str,
-    revision: Option<&str>,
-) -> Option<(&'static str, &'static [u8], Option<&'static [u8]>)> {
-    BUILTIN.iter().copied().find(|(name, card, _)| {
-        let Ok(card) = ModelCard::parse(card, name) else {
+fn builtin_for_repo(repo: &str, revision: Option<&str>) -> Option<&'static Builtin> {
+    BUILTIN.iter().find(|b| {
+        let Ok(card) = ModelCard::parse(b.card, b.name) else {
             return false;
         };
         card.checkpoint().is_some_and(|c| {
@@ -152,15 +179,10 @@ fn builtin_for_repo(
     })
 }
 
-fn from_builtin(
-    name: &str,
-    card: &[u8],
-    weights: Option<&'static [u8]>,
-    options: &ResolveOptions,
-) -> Result<ModelFiles, ModelError> {
-    let origin = format!("built-in {name}");
-    let card = ModelCard::parse(card, &origin)?;
-    let weights = match (weights, card.checkpoint()) {
+fn from_builtin(builtin: &Builtin, options: &ResolveOptions) -> Result<ModelFiles, ModelError> {
+    let origin = format!("built-in {}", builtin.name);
+    let card = ModelCard::parse(builtin.card, &origin)?;
+    let weights = match (builtin.weights, card.checkpoint()) {
         (Some(bytes), _) => Weights::Safetensors(Cow::Borrowed(bytes)),
         (None, Some(checkpoint)) => {
             let repo = checkpoint
@@ -313,6 +335,23 @@ mod tests {
         assert_eq!(parse_repo_id("voice"), None);
         assert_eq!(parse_repo_id("a/b/c"), None);
         assert_eq!(parse_repo_id("../x"), None);
+    }
+
+    #[test]
+    fn every_builtin_card_parses_and_names_itself() {
+        let cards = builtin_cards().unwrap();
+        let names: Vec<&str> = cards.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, builtin_names());
+        let architectures: Vec<&str> = cards.iter().map(|c| c.architecture.id()).collect();
+        assert_eq!(architectures, ["ge2e-lstm", "ecapa-tdnn", "resnet34"]);
+    }
+
+    #[test]
+    fn hub_ids_of_builtin_checkpoints_resolve_to_their_cards() {
+        let builtin = builtin_for_repo("speechbrain/spkrec-ecapa-voxceleb", None).unwrap();
+        assert_eq!(builtin.name, "ecapa-tdnn-voxceleb");
+        assert!(builtin_for_repo("speechbrain/spkrec-ecapa-voxceleb", Some("v9")).is_none());
+        assert!(builtin_for_repo("acme/voice", None).is_none());
     }
 
     #[test]
