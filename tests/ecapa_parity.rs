@@ -159,20 +159,23 @@ fn features_and_embeddings_match_speechbrain() {
         lowest_encoder_cosine = lowest_encoder_cosine.min(cos);
         reference_embeddings.push(reference_embedding);
     }
-    // A fixture whose embeddings barely depend on the input would prove little.
-    let mut highest_between_files = -1f64;
+    // A fixture whose embeddings barely depend on the input would prove little: files (of
+    // different speakers, mostly) must not all look alike.
+    let mut between_files = Vec::new();
     for (a, ea) in reference_embeddings.iter().enumerate() {
         for eb in &reference_embeddings[a + 1..] {
-            highest_between_files = highest_between_files.max(cosine(ea, eb));
+            between_files.push(cosine(ea, eb));
         }
     }
+    let mean_between_files = between_files.iter().sum::<f64>() / between_files.len().max(1) as f64;
+    let highest_between_files = between_files.iter().copied().fold(-1.0, f64::max);
     assert!(
-        highest_between_files < 0.99,
-        "reference embeddings of different files reach cosine {highest_between_files}"
+        mean_between_files < 0.95,
+        "reference embeddings of different files have mean cosine {mean_between_files}"
     );
     eprintln!(
         "{} files from {}: worst feature error {worst_feature:.3e}, lowest cosine 1 - {:.3e} \
-         (encoder alone 1 - {:.3e}), highest cosine between files {highest_between_files:.4}",
+         (encoder alone 1 - {:.3e}), cosine between files mean {mean_between_files:.4}, highest {highest_between_files:.4}",
         reference.files.len(),
         dir.display(),
         1.0 - lowest_cosine,
