@@ -160,7 +160,7 @@ impl Conv {
         kernel: usize,
         dilation: usize,
     ) -> candle_core::Result<Self> {
-        if kernel % 2 == 0 {
+        if kernel.is_multiple_of(2) {
             candle_core::bail!(
                 "{}: SpeechBrain's same padding needs an odd kernel, got {kernel}",
                 vb.prefix()
@@ -325,7 +325,7 @@ impl SeRes2NetBlock {
         dilation: usize,
     ) -> candle_core::Result<Self> {
         let scale = cfg.res2net_scale;
-        if scale < 2 || out % scale != 0 {
+        if scale < 2 || !out.is_multiple_of(scale) {
             candle_core::bail!("{out} channels do not split into {scale} Res2Net chunks");
         }
         let width = out / scale;
@@ -606,7 +606,13 @@ mod tests {
             );
         }
         conv("mfa.conv.conv", c[4], 3 * c[3], 1);
-        conv("asp.tdnn.conv.conv", cfg.attention_channels, 3 * c[4], 1);
+        let attention_in = if cfg.global_context { 3 * c[4] } else { c[4] };
+        conv(
+            "asp.tdnn.conv.conv",
+            cfg.attention_channels,
+            attention_in,
+            1,
+        );
         conv("asp.conv.conv", c[4], cfg.attention_channels, 1);
         conv("fc.conv", cfg.lin_neurons, 2 * c[4], 1);
         let mut norms: Vec<(String, usize)> = vec![
@@ -615,9 +621,9 @@ mod tests {
             ("asp.tdnn.norm.norm".into(), cfg.attention_channels),
             ("asp_bn.norm".into(), 2 * c[4]),
         ];
-        for i in 1..4 {
-            norms.push((format!("blocks.{i}.tdnn1.norm.norm"), c[i]));
-            norms.push((format!("blocks.{i}.tdnn2.norm.norm"), c[i]));
+        for (i, &ci) in c.iter().enumerate().take(4).skip(1) {
+            norms.push((format!("blocks.{i}.tdnn1.norm.norm"), ci));
+            norms.push((format!("blocks.{i}.tdnn2.norm.norm"), ci));
             for j in 0..cfg.res2net_scale - 1 {
                 norms.push((format!("blocks.{i}.res2net_block.blocks.{j}.norm.norm"), w));
             }
@@ -650,6 +656,26 @@ mod tests {
     fn shape_is_read_back_from_tensor_shapes() {
         let cfg = small_config();
         assert_eq!(config_from_checkpoint(&random_tensors(&cfg)).unwrap(), cfg);
+    }
+
+    #[test]
+    fn attention_without_global_context_loads_and_runs() {
+        let cfg = EcapaConfig {
+            global_context: false,
+            ..small_config()
+        };
+        let tensors = random_tensors(&cfg);
+        assert_eq!(config_from_checkpoint(&tensors).unwrap(), cfg);
+        let feats = Tensor::randn(0f32, 1.0, (2, 25, cfg.input_size), &Device::Cpu).unwrap();
+        let out = encoder(cfg, &tensors).forward(&feats).unwrap();
+        assert_eq!(out.dims(), &[2, cfg.lin_neurons]);
+        // Weights of a global-context model do not fit a model without it.
+        let with_context = random_tensors(&small_config());
+        let map: HashMap<String, Tensor> = with_context.into_iter().collect();
+        assert!(
+            EcapaEncoder::new(cfg, VarBuilder::from_tensors(map, DType::F32, &Device::Cpu))
+                .is_err()
+        );
     }
 
     #[test]
