@@ -20,6 +20,10 @@ use vocalguard::audio::{self, DecodeLimits};
 use vocalguard::encoder::ecapa::{config_from_checkpoint, convert_checkpoint, EcapaEncoder};
 use vocalguard::features::sb_fbank::{features, SbFbankConfig};
 
+/// The `vocalguard` binary's allocator, so that the numbers are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Deserialize)]
 struct Reference {
     files: Vec<FileEntry>,
