@@ -5,9 +5,9 @@ Builds ``ECAPA_TDNN`` from the installed ``speechbrain`` package with the publis
 hyperparameters (``hyperparams.yaml``: input_size 80, channels [1024, 1024, 1024, 1024, 3072],
 kernel_sizes [5, 3, 3, 3, 1], dilations [1, 2, 3, 4, 1], attention_channels 128,
 lin_neurons 192; res2net_scale 8, se_channels 128, global_context True by default) and a fixed
-seed, sets every BatchNorm's running statistics from real speech (16 train-clean-100 files)
-and then perturbs them and the BatchNorm scale and shift, and saves the
-state dict the way SpeechBrain's checkpointer writes ``embedding_model.ckpt``
+seed, sets every BatchNorm's running statistics from real speech (16 train-clean-100 files,
+first 3 s) and then perturbs them and the BatchNorm scales and shifts, and saves the state
+dict the way SpeechBrain's checkpointer writes ``embedding_model.ckpt``
 (``speechbrain.utils.checkpoints.torch_save``: ``torch.save`` of the plain state dict). A fresh
 model then loads that file with SpeechBrain's own strict loader (``torch_recovery``), and for
 librispeech-mini files the script records what ``EncoderClassifier.encode_batch`` computes:
