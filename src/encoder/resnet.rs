@@ -13,11 +13,15 @@
 //! `layer{2..4}.0.shortcut.{0,1}`, `seg_1`); widths and depths are read from the tensor shapes,
 //! so one loader serves the published model and narrower test models.
 
+mod cpu;
+
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
+
+use cpu::{CpuConv, Plane, Scratch};
 
 /// BatchNorm epsilon of PyTorch's `BatchNorm2d` (WeSpeaker keeps the default).
 const BN_EPS: f64 = 1e-5;
@@ -86,14 +90,12 @@ impl ConvBn {
         let bias = (beta - (mean * &scale)?)?;
         let weight = weight.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
         let cpu = if weight.device().is_cpu() {
-            Some(CpuConv {
-                weight: weight.flatten_all()?.to_vec1()?,
-                bias: bias.to_vec1()?,
-                c_in,
-                c_out,
-                k,
+            Some(CpuConv::new(
+                weight.flatten_all()?.to_vec1()?,
+                bias.to_vec1()?,
+                (c_out, c_in, k),
                 stride,
-            })
+            ))
         } else {
             None
         };
@@ -160,7 +162,10 @@ impl ResNetEncoder {
         cfg: ResNetConfig,
         weights: &HashMap<String, Tensor>,
     ) -> candle_core::Result<Self> {
-        if cfg.feat_dim == 0 || cfg.feat_dim % FREQ_DOWNSAMPLING != 0 || cfg.m_channels == 0 {
+        if cfg.feat_dim == 0
+            || !cfg.feat_dim.is_multiple_of(FREQ_DOWNSAMPLING)
+            || cfg.m_channels == 0
+        {
             candle_core::bail!(
                 "ResNet feat_dim {} must be a positive multiple of {FREQ_DOWNSAMPLING} and m_channels {} positive",
                 cfg.feat_dim,
@@ -265,7 +270,7 @@ impl ResNetEncoder {
         let feats: Vec<f32> = feats.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let seg_weight_t: Vec<f32> = self.seg_weight_t.flatten_all()?.to_vec1()?;
         let seg_bias: Vec<f32> = self.seg_bias.to_vec1()?;
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::default();
         let mut out = Vec::with_capacity(batch * self.config.embed_dim);
         for item in feats.chunks_exact(frames * bins) {
             // (T, F) -> one (F, T) plane.
@@ -425,174 +430,11 @@ pub fn config_from_checkpoint(tensors: &[(String, Tensor)]) -> candle_core::Resu
     Ok(config)
 }
 
-/// Channel planes `(channels, height, width)` of one item, row-major.
-struct Plane {
-    data: Vec<f32>,
-    height: usize,
-    width: usize,
-}
-
-impl Plane {
-    fn new(data: Vec<f32>, height: usize, width: usize) -> Self {
-        Self {
-            data,
-            height,
-            width,
-        }
-    }
-
-    /// `TSTP` of one item: per `(channel, row)` the mean over the width (time), then
-    /// `sqrt(unbiased variance + 1e-7)`, channel-major; accumulated in f64.
-    fn temporal_statistics(&self) -> Vec<f32> {
-        let rows = self.data.len() / self.width;
-        let mut stats = vec![0f32; 2 * rows];
-        for (r, row) in self.data.chunks_exact(self.width).enumerate() {
-            let n = row.len() as f64;
-            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            let var = row
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / (n - 1.0);
-            stats[r] = mean as f32;
-            stats[rows + r] = ((var as f32) + TSTP_EPS as f32).sqrt();
-        }
-        stats
-    }
-}
-
 /// The CPU copy of a convolution's weights (present when `forward_cpu` is called).
 fn cpu(conv: &ConvBn) -> &CpuConv {
     conv.cpu
         .as_ref()
         .expect("weights on the CPU have a CPU copy")
-}
-
-/// A convolution with folded BatchNorm for the CPU path.
-struct CpuConv {
-    /// `(c_out, c_in · k · k)` row-major.
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    c_in: usize,
-    c_out: usize,
-    k: usize,
-    stride: usize,
-}
-
-/// Floats of im2col scratch per matrix product (about 2 MB); whole output rows are done at once.
-const IM2COL_BUDGET: usize = 1 << 19;
-
-impl CpuConv {
-    /// Convolution + bias (+ `residual`), then ReLU.
-    fn run(&self, x: &Plane, residual: Option<Vec<f32>>, scratch: &mut Vec<f32>) -> Plane {
-        let mut out = self.convolve(x, residual, scratch);
-        for v in &mut out.data {
-            *v = v.max(0.0);
-        }
-        out
-    }
-
-    /// Convolution + bias, no activation (the projection shortcut).
-    fn run_linear(&self, x: &Plane, scratch: &mut Vec<f32>) -> Plane {
-        self.convolve(x, None, scratch)
-    }
-
-    fn convolve(&self, x: &Plane, residual: Option<Vec<f32>>, scratch: &mut Vec<f32>) -> Plane {
-        let pad = self.k / 2;
-        let out_h = (x.height + 2 * pad - self.k) / self.stride + 1;
-        let out_w = (x.width + 2 * pad - self.k) / self.stride + 1;
-        let pixels = out_h * out_w;
-        let mut out = residual.unwrap_or_else(|| vec![0f32; self.c_out * pixels]);
-        debug_assert_eq!(out.len(), self.c_out * pixels);
-        for (channel, &b) in out.chunks_exact_mut(pixels).zip(&self.bias) {
-            for v in channel {
-                *v += b;
-            }
-        }
-        let depth = self.c_in * self.k * self.k;
-        let rows_per_tile = (IM2COL_BUDGET / (depth * out_w)).clamp(1, out_h);
-        let threads = rayon::current_num_threads();
-        let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        for y0 in (0..out_h).step_by(rows_per_tile) {
-            let y1 = (y0 + rows_per_tile).min(out_h);
-            let cols = (y1 - y0) * out_w;
-            self.im2col(x, y0, y1, out_w, scratch);
-            // SAFETY: `out` is `c_out × pixels` and the product writes columns
-            // `y0·out_w .. y1·out_w` of it; the weight is `c_out × depth`; `scratch` holds
-            // `depth × cols` values, row-major.
-            unsafe {
-                gemm::gemm(
-                    self.c_out,
-                    cols,
-                    depth,
-                    out.as_mut_ptr().add(y0 * out_w),
-                    1,
-                    pixels as isize,
-                    true,
-                    self.weight.as_ptr(),
-                    1,
-                    depth as isize,
-                    scratch.as_ptr(),
-                    1,
-                    cols as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
-        }
-        Plane::new(out, out_h, out_w)
-    }
-
-    /// The patches of output rows `y0..y1` as `(c_in · k · k, (y1 - y0) · out_w)` in `col`,
-    /// zero where the kernel overhangs the padded border.
-    fn im2col(&self, x: &Plane, y0: usize, y1: usize, out_w: usize, col: &mut Vec<f32>) {
-        let (k, stride, pad) = (self.k, self.stride, (self.k / 2) as isize);
-        let cols = (y1 - y0) * out_w;
-        col.clear();
-        col.resize(self.c_in * k * k * cols, 0.0);
-        let plane_size = x.height * x.width;
-        for c in 0..self.c_in {
-            let input = &x.data[c * plane_size..(c + 1) * plane_size];
-            for kh in 0..k {
-                for kw in 0..k {
-                    let row = ((c * k + kh) * k + kw) * cols;
-                    for oy in y0..y1 {
-                        let iy = (oy * stride + kh) as isize - pad;
-                        if iy < 0 || iy >= x.height as isize {
-                            continue;
-                        }
-                        let src = &input[iy as usize * x.width..][..x.width];
-                        let dst = &mut col[row + (oy - y0) * out_w..][..out_w];
-                        let shift = kw as isize - pad;
-                        if stride == 1 {
-                            // dst[ox] = src[ox + shift] where that is inside the row.
-                            let start = (-shift).max(0) as usize;
-                            let end = (x.width as isize - shift).min(out_w as isize) as usize;
-                            dst[start..end].copy_from_slice(
-                                &src[(start as isize + shift) as usize
-                                    ..(end as isize + shift) as usize],
-                            );
-                        } else {
-                            for (ox, d) in dst.iter_mut().enumerate() {
-                                let ix = (ox * stride) as isize + shift;
-                                if ix >= 0 && ix < x.width as isize {
-                                    *d = src[ix as usize];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Every tensor name of a ResNet of shape `cfg`, as WeSpeaker names them.
