@@ -65,6 +65,13 @@ pub(super) struct Scratch {
     b: Vec<f32>,
 }
 
+/// Makes `buf` at least `len` long, keeping its contents (zeros where it grows).
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+}
+
 /// `gemm` on one thread, or on rayon's pool when it has more.
 fn parallelism() -> gemm::Parallelism {
     match rayon::current_num_threads() {
@@ -220,8 +227,8 @@ impl CpuConv {
             let r1 = (r0 + band).min(tiles_h);
             let n = (r1 - r0) * tiles_w;
             self.winograd_input(x, r0, r1, &mut scratch.a);
-            scratch.b.clear();
-            scratch.b.resize(16 * self.c_out * n, 0.0);
+            // Every value is written by the products below.
+            grow(&mut scratch.b, 16 * self.c_out * n);
             for xi in 0..16 {
                 // SAFETY: the kernel holds 16 `c_out × c_in` matrices, `scratch.a` 16
                 // `c_in × n` and `scratch.b` 16 `c_out × n`, all row-major.
@@ -268,8 +275,9 @@ impl CpuConv {
             vec![0f32; padded],
             vec![0f32; padded],
         ];
-        v.clear();
-        v.resize(16 * self.c_in * n, 0.0);
+        let mut t = rows.clone();
+        // Every value is written below.
+        grow(v, 16 * self.c_in * n);
         let plane_size = h * w;
         for c in 0..self.c_in {
             let input = &x.data[c * plane_size..(c + 1) * plane_size];
@@ -284,12 +292,13 @@ impl CpuConv {
                 }
                 // Rows of Bᵀ d, all columns at once.
                 let [d0, d1, d2, d3] = &rows;
-                let t: [Vec<f32>; 4] = [
-                    d0.iter().zip(d2).map(|(a, b)| a - b).collect(),
-                    d1.iter().zip(d2).map(|(a, b)| a + b).collect(),
-                    d2.iter().zip(d1).map(|(a, b)| a - b).collect(),
-                    d1.iter().zip(d3).map(|(a, b)| a - b).collect(),
-                ];
+                let [t0, t1, t2, t3] = &mut t;
+                for k in 0..padded {
+                    t0[k] = d0[k] - d2[k];
+                    t1[k] = d1[k] + d2[k];
+                    t2[k] = d2[k] - d1[k];
+                    t3[k] = d1[k] - d3[k];
+                }
                 // Columns: (Bᵀ d) B for every tile of the row.
                 let offset = (tr - r0) * tiles_w;
                 for (i, t) in t.iter().enumerate() {
