@@ -20,6 +20,10 @@ use vocalguard::audio::{self, DecodeLimits};
 use vocalguard::encoder::resnet::{config_from_checkpoint, convert_checkpoint, ResNetEncoder};
 use vocalguard::features::kaldi_fbank::{KaldiFbank, KaldiFbankConfig};
 
+/// The `vocalguard` binary's allocator, so that the numbers are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Deserialize)]
 struct Reference {
     files: Vec<FileEntry>,
