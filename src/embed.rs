@@ -1,6 +1,9 @@
 //! The one path from audio to speaker embeddings, shared by the CLI, the server and the
-//! evaluator: level normalisation → voice activity trimming → mel → partial windows →
-//! batched encoder → mean of partials, L2-normalised.
+//! evaluator. GE2E: level normalisation → voice activity trimming → mel → partial windows →
+//! batched encoder → mean of partials, L2-normalised. Filterbank models (ECAPA-TDNN,
+//! ResNet34): voice activity trimming (found on a level-normalised copy, cut from the audio as
+//! decoded) → mean-normalised filterbank of the whole utterance → encoder → L2-normalised;
+//! with [`Trim::Off`] this is exactly the reference's embedding of the whole file.
 
 use std::ops::Range;
 use std::path::Path;
@@ -9,8 +12,8 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::audio::{self, level, vad::VoiceActivity, AudioError, DecodeLimits};
-use crate::encoder::{ModelId, SpeakerModel};
-use crate::features::{mel::MelSpectrogram, FeatureError, FrontendConfig};
+use crate::encoder::{Architecture, ModelId, SpeakerModel, TrimConfig};
+use crate::features::{mel::MelSpectrogram, FeatureError, FrontendConfig, UtteranceFrontend};
 
 /// Errors of turning audio into an embedding.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,14 @@ pub enum EmbedError {
         /// Decoded duration, seconds.
         duration_s: f64,
     },
+    /// Too little audio for a filterbank model.
+    #[error("{voiced_s:.2} s of voiced audio is too short to embed: the model needs at least {min_s:.2} s")]
+    TooShort {
+        /// Voiced duration, seconds.
+        voiced_s: f64,
+        /// The least the model takes, seconds.
+        min_s: f64,
+    },
     /// The encoder failed.
     #[error("encoder failed: {0}")]
     Encoder(#[from] candle_core::Error),
@@ -41,23 +52,32 @@ pub enum EmbedError {
 /// How the front end treats silence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trim {
-    /// Cut long silences with voice activity detection (the reference's default).
+    /// Cut long silences with voice activity detection (GE2E's reference does; for the
+    /// filterbank models VocalGuard does it the same way, as their references embed whatever
+    /// they are given).
     Silences,
-    /// Keep all the audio.
+    /// Keep all the audio (the filterbank models then match their references on a whole file).
     Off,
 }
 
-/// Audio made ready for the encoder: its partial windows of mel frames.
+/// Least voiced audio a filterbank model embeds, seconds: shorter inputs leave the
+/// convolutions fewer frames than their kernels span.
+pub const MIN_FBANK_SECONDS: f64 = 0.5;
+
+/// Audio made ready for the encoder: its encoder inputs, each `frames` frames of features.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// Decoded duration, seconds.
     pub duration_s: f64,
     /// Duration kept after trimming, seconds.
     pub voiced_s: f64,
-    /// Number of partial windows.
+    /// Number of encoder inputs: GE2E's partial windows, or 1 (the whole utterance) for the
+    /// fbank models.
     pub n_partials: usize,
-    /// `n_partials * partial_frames * n_mels` mel values.
-    pub partial_mels: Vec<f32>,
+    /// Frames per input.
+    frames: usize,
+    /// `n_partials * frames * bins` feature values.
+    features: Vec<f32>,
 }
 
 /// One utterance embedding with what it was computed from.
@@ -140,10 +160,24 @@ pub struct WindowedTrack {
     pub windows: Vec<TrackWindow>,
 }
 
+/// How a model's front end turns audio into encoder inputs.
+enum Analysis {
+    /// GE2E: level, voice activity, mel, partial windows (as Resemblyzer does).
+    Partials {
+        frontend: FrontendConfig,
+        mel: MelSpectrogram,
+    },
+    /// Filterbank models: trimming, then features of the whole utterance or window.
+    Utterance {
+        frontend: UtteranceFrontend,
+        trim: TrimConfig,
+    },
+}
+
 /// The embedding pipeline for one model.
 pub struct Embedder {
     model: SpeakerModel,
-    mel: MelSpectrogram,
+    analysis: Analysis,
     limits: DecodeLimits,
     trim: Trim,
     max_batch: usize,
@@ -155,10 +189,23 @@ impl Embedder {
 
     /// A pipeline for `model`, decoding under `limits`.
     pub fn new(model: SpeakerModel, limits: DecodeLimits) -> Result<Self, EmbedError> {
-        let mel = MelSpectrogram::new(model.card().frontend.mel()?)?;
+        let analysis = match &model.card().architecture {
+            Architecture::Ge2e(card) => Analysis::Partials {
+                frontend: card.frontend,
+                mel: MelSpectrogram::new(card.frontend.mel()?)?,
+            },
+            Architecture::Ecapa(card) => Analysis::Utterance {
+                frontend: UtteranceFrontend::speechbrain(card.frontend),
+                trim: card.trim,
+            },
+            Architecture::Resnet34(card) => Analysis::Utterance {
+                frontend: UtteranceFrontend::kaldi(card.frontend)?,
+                trim: card.trim,
+            },
+        };
         Ok(Self {
             model,
-            mel,
+            analysis,
             limits,
             trim: Trim::Silences,
             max_batch: Self::DEFAULT_MAX_BATCH,
@@ -194,8 +241,67 @@ impl Embedder {
     }
 
     /// Prepares mono samples at the model's sample rate.
-    pub fn prepare_samples(&self, mut samples: Vec<f32>) -> Result<Prepared, EmbedError> {
-        let frontend = &self.model.card().frontend;
+    pub fn prepare_samples(&self, samples: Vec<f32>) -> Result<Prepared, EmbedError> {
+        match &self.analysis {
+            Analysis::Partials { frontend, mel } => self.prepare_partials(samples, frontend, mel),
+            Analysis::Utterance { frontend, trim } => {
+                self.prepare_utterance(samples, frontend, trim)
+            }
+        }
+    }
+
+    /// Features per frame of the encoder's input.
+    fn bins(&self) -> usize {
+        match &self.analysis {
+            Analysis::Partials { frontend, .. } => frontend.n_mels,
+            Analysis::Utterance { frontend, .. } => frontend.bins(),
+        }
+    }
+
+    /// Filterbank models: trimming (with `Trim::Silences`), then the mean-normalised features
+    /// of the whole voiced audio as one encoder input.
+    fn prepare_utterance(
+        &self,
+        samples: Vec<f32>,
+        frontend: &UtteranceFrontend,
+        trim: &TrimConfig,
+    ) -> Result<Prepared, EmbedError> {
+        let rate = frontend.sample_rate() as f64;
+        let duration_s = samples.len() as f64 / rate;
+        let voiced = match self.trim {
+            Trim::Silences => voiced_regions(&samples, frontend.sample_rate(), trim)?
+                .into_iter()
+                .flat_map(|r| samples[r].iter().copied())
+                .collect(),
+            Trim::Off => samples,
+        };
+        if voiced.is_empty() {
+            return Err(EmbedError::NoVoice { duration_s });
+        }
+        let voiced_s = voiced.len() as f64 / rate;
+        if voiced_s < MIN_FBANK_SECONDS {
+            return Err(EmbedError::TooShort {
+                voiced_s,
+                min_s: MIN_FBANK_SECONDS,
+            });
+        }
+        let (frames, features) = frontend.compute(&voiced)?;
+        Ok(Prepared {
+            duration_s,
+            voiced_s,
+            n_partials: 1,
+            frames,
+            features,
+        })
+    }
+
+    /// GE2E: level normalisation, trimming, mel, partial windows.
+    fn prepare_partials(
+        &self,
+        mut samples: Vec<f32>,
+        frontend: &FrontendConfig,
+        mel: &MelSpectrogram,
+    ) -> Result<Prepared, EmbedError> {
         let rate = frontend.sample_rate as f64;
         let duration_s = samples.len() as f64 / rate;
         level::normalize_volume(&mut samples, frontend.target_dbfs, true);
@@ -206,53 +312,35 @@ impl Embedder {
         if samples.is_empty() {
             return Err(EmbedError::NoVoice { duration_s });
         }
-        self.prepare_voiced(samples, duration_s)
+        Ok(partials_of_voiced(samples, duration_s, frontend, mel))
     }
-
-    /// Cuts level-normalised, non-empty voiced samples into partials of mel frames.
-    fn prepare_voiced(
-        &self,
-        mut samples: Vec<f32>,
-        duration_s: f64,
-    ) -> Result<Prepared, EmbedError> {
-        let frontend = &self.model.card().frontend;
-        let voiced_s = samples.len() as f64 / frontend.sample_rate as f64;
-        let (starts, padded_len) = partial_starts(samples.len(), frontend);
-        samples.resize(padded_len.max(samples.len()), 0.0);
-        let mel = self.mel.compute(&samples);
-        let n_mels = frontend.n_mels;
-        let window = frontend.partial_frames * n_mels;
-        let mut partial_mels = Vec::with_capacity(starts.len() * window);
-        for &start in &starts {
-            partial_mels.extend_from_slice(&mel[start * n_mels..start * n_mels + window]);
-        }
-        Ok(Prepared {
-            duration_s,
-            voiced_s,
-            n_partials: starts.len(),
-            partial_mels,
-        })
-    }
-
-    /// Embeds every partial of `items` (batched across items) and returns each item's
-    /// partial embeddings, `n_partials * dim` values.
+    /// Embeds every encoder input of `items` and returns each item's input embeddings,
+    /// `n_partials * dim` values. Inputs of equal length are batched together, across items,
+    /// up to the largest batch.
     pub fn embed_partials(&self, items: &[&Prepared]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let frontend = &self.model.card().frontend;
-        let window = frontend.partial_frames * frontend.n_mels;
-        let dim = self.model.card().embedding_dim;
-        let all: Vec<&[f32]> = items
+        let bins = self.bins();
+        let dim = self.model.embedding_dim();
+        let all: Vec<(usize, &[f32])> = items
             .iter()
-            .flat_map(|p| p.partial_mels.chunks_exact(window))
+            .flat_map(|p| {
+                p.features
+                    .chunks_exact(p.frames * bins)
+                    .map(move |input| (p.frames, input))
+            })
             .collect();
         let mut vectors = Vec::with_capacity(all.len() * dim);
-        for batch in all.chunks(self.max_batch) {
-            let data: Vec<f32> = batch.concat();
-            let mels = Tensor::from_vec(
-                data,
-                (batch.len(), frontend.partial_frames, frontend.n_mels),
-                self.model.device(),
-            )?;
-            let embeds = self.model.embed_partials(&mels)?;
+        let mut rest = all.as_slice();
+        while let Some(&(frames, _)) = rest.first() {
+            let run = rest
+                .iter()
+                .take(self.max_batch)
+                .take_while(|(f, _)| *f == frames)
+                .count();
+            let (batch, tail) = rest.split_at(run);
+            rest = tail;
+            let data: Vec<f32> = batch.iter().flat_map(|(_, x)| x.iter().copied()).collect();
+            let inputs = Tensor::from_vec(data, (batch.len(), frames, bins), self.model.device())?;
+            let embeds = self.model.embed_partials(&inputs)?;
             vectors.extend(embeds.flatten_all()?.to_vec1::<f32>()?);
         }
         let mut out = Vec::with_capacity(items.len());
@@ -267,7 +355,7 @@ impl Embedder {
 
     /// Embeds prepared items, batching their partials together.
     pub fn embed_prepared(&self, items: &[&Prepared]) -> Result<Vec<Embedding>, EmbedError> {
-        let dim = self.model.card().embedding_dim;
+        let dim = self.model.embedding_dim();
         let partials = self.embed_partials(items)?;
         Ok(items
             .iter()
@@ -317,16 +405,89 @@ impl Embedder {
         }
     }
 
-    /// Embeds `samples` (mono, at the model's rate) window by window over its voiced regions:
-    /// the level is normalised, voice activity found, the voiced regions concatenated and cut
-    /// into partials that are embedded in batches; each window's embedding is the mean of its
-    /// partials, as an utterance embedding is.
+    /// Embeds `samples` (mono, at the model's rate) window by window over its voiced regions,
+    /// each window keeping its place in the track. GE2E: the level is normalised, voice
+    /// activity found, the voiced regions concatenated and cut into partials that are embedded
+    /// in batches; a window is a run of partials and its embedding their mean, as an utterance
+    /// embedding is.
     pub fn embed_windows(
+        &self,
+        samples: Vec<f32>,
+        config: &WindowConfig,
+    ) -> Result<WindowedTrack, EmbedError> {
+        match &self.analysis {
+            Analysis::Partials { frontend, mel } => {
+                self.partial_windows(samples, config, frontend, mel)
+            }
+            Analysis::Utterance { frontend, trim } => {
+                self.utterance_windows(samples, config, frontend, trim)
+            }
+        }
+    }
+
+    /// Filterbank models: voice activity found as for [`Trim::Silences`], the voiced regions
+    /// concatenated and cut into windows of exactly `window_s` every `hop_s` (the last one
+    /// ending with the voiced audio; one shorter window when all of it is shorter), each
+    /// window's features computed on its own samples, windows batched through the encoder.
+    fn utterance_windows(
+        &self,
+        samples: Vec<f32>,
+        config: &WindowConfig,
+        frontend: &UtteranceFrontend,
+        trim: &TrimConfig,
+    ) -> Result<WindowedTrack, EmbedError> {
+        let rate = frontend.sample_rate() as f64;
+        let regions = voiced_regions(&samples, frontend.sample_rate(), trim)?;
+        let voiced: Vec<f32> = regions
+            .iter()
+            .flat_map(|r| samples[r.clone()].iter().copied())
+            .collect();
+        let window = ((config.window_s * rate).round() as usize).max(1);
+        let hop = ((config.hop_s * rate).round() as usize).max(1);
+        let mut track = WindowedTrack {
+            duration_s: samples.len() as f64 / rate,
+            voiced_s: voiced.len() as f64 / rate,
+            window_s: window as f64 / rate,
+            hop_s: hop as f64 / rate,
+            n_partials: 0,
+            windows: Vec::new(),
+        };
+        if track.voiced_s < MIN_FBANK_SECONDS {
+            return Ok(track);
+        }
+        let ranges = window_ranges(voiced.len(), window, hop);
+        let prepared = ranges
+            .iter()
+            .map(|r| {
+                let (frames, features) = frontend.compute(&voiced[r.clone()])?;
+                Ok(Prepared {
+                    duration_s: track.duration_s,
+                    voiced_s: r.len() as f64 / rate,
+                    n_partials: 1,
+                    frames,
+                    features,
+                })
+            })
+            .collect::<Result<Vec<_>, EmbedError>>()?;
+        let embeddings = self.embed_prepared(&prepared.iter().collect::<Vec<_>>())?;
+        track.n_partials = ranges.len();
+        for (range, embedding) in ranges.into_iter().zip(embeddings) {
+            track.windows.push(TrackWindow {
+                voiced: range.start as f64 / rate..range.end as f64 / rate,
+                spans: track_spans(&regions, range, rate),
+                embedding: embedding.vector,
+            });
+        }
+        Ok(track)
+    }
+
+    fn partial_windows(
         &self,
         mut samples: Vec<f32>,
         config: &WindowConfig,
+        frontend: &FrontendConfig,
+        mel: &MelSpectrogram,
     ) -> Result<WindowedTrack, EmbedError> {
-        let frontend = &self.model.card().frontend;
         let rate = frontend.sample_rate as f64;
         let duration_s = samples.len() as f64 / rate;
         level::normalize_volume(&mut samples, frontend.target_dbfs, true);
@@ -359,9 +520,9 @@ impl Embedder {
             return Ok(track);
         }
         let voiced_len = voiced.len();
-        let prepared = self.prepare_voiced(voiced, duration_s)?;
+        let prepared = partials_of_voiced(voiced, duration_s, frontend, mel);
         let (starts, _) = partial_starts(voiced_len, frontend);
-        let dim = self.model.card().embedding_dim;
+        let dim = self.model.embedding_dim();
         let partials = self.embed_partials(&[&prepared])?.remove(0);
         track.n_partials = starts.len();
         let n = starts.len();
@@ -392,6 +553,61 @@ impl Embedder {
         let prepared = self.prepare_file(path)?;
         Ok(self.embed_prepared(&[&prepared])?.remove(0))
     }
+}
+
+/// Cuts level-normalised, non-empty voiced samples into GE2E partials of mel frames.
+fn partials_of_voiced(
+    mut samples: Vec<f32>,
+    duration_s: f64,
+    frontend: &FrontendConfig,
+    mel: &MelSpectrogram,
+) -> Prepared {
+    let voiced_s = samples.len() as f64 / frontend.sample_rate as f64;
+    let (starts, padded_len) = partial_starts(samples.len(), frontend);
+    samples.resize(padded_len.max(samples.len()), 0.0);
+    let mel = mel.compute(&samples);
+    let n_mels = frontend.n_mels;
+    let window = frontend.partial_frames * n_mels;
+    let mut partial_mels = Vec::with_capacity(starts.len() * window);
+    for &start in &starts {
+        partial_mels.extend_from_slice(&mel[start * n_mels..start * n_mels + window]);
+    }
+    Prepared {
+        duration_s,
+        voiced_s,
+        n_partials: starts.len(),
+        frames: frontend.partial_frames,
+        features: partial_mels,
+    }
+}
+
+/// The voiced regions of `samples` (sample ranges of it), found by voice activity detection on
+/// a copy raised to the trim's loudness, so quiet recordings are not taken for silence; the
+/// filterbank models then read the samples as decoded.
+fn voiced_regions(
+    samples: &[f32],
+    sample_rate: u32,
+    trim: &TrimConfig,
+) -> Result<Vec<Range<usize>>, EmbedError> {
+    let mut levelled = samples.to_vec();
+    level::normalize_volume(&mut levelled, trim.target_dbfs, true);
+    Ok(VoiceActivity::detect(&levelled, sample_rate, &trim.vad)?.voiced_regions())
+}
+
+/// Windows of `window` samples every `hop` over `len` samples; a last window ends at `len`
+/// when the hops leave a tail, and audio shorter than a window is one window.
+pub fn window_ranges(len: usize, window: usize, hop: usize) -> Vec<Range<usize>> {
+    if len <= window {
+        return std::iter::once(0..len).collect();
+    }
+    let mut ranges: Vec<Range<usize>> = (0..=len - window)
+        .step_by(hop)
+        .map(|s| s..s + window)
+        .collect();
+    if ranges.last().is_some_and(|r| r.end < len) {
+        ranges.push(len - window..len);
+    }
+    ranges
 }
 
 /// The stretches of the original track, in seconds, that the voiced-time sample range `range`
@@ -479,6 +695,14 @@ mod tests {
         let (starts, padded) = partial_starts(1_000, &frontend());
         assert_eq!(starts, vec![0]);
         assert_eq!(padded, 25_600);
+    }
+
+    #[test]
+    fn windows_cover_the_voiced_audio() {
+        assert_eq!(window_ranges(10, 4, 2), vec![0..4, 2..6, 4..8, 6..10]);
+        assert_eq!(window_ranges(11, 4, 3), vec![0..4, 3..7, 6..10, 7..11]);
+        assert_eq!(window_ranges(3, 4, 2), vec![0..3]);
+        assert_eq!(window_ranges(4, 4, 2), vec![0..4]);
     }
 
     #[test]

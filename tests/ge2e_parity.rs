@@ -34,7 +34,7 @@ fn mel_filterbank_matches_librosa() {
     let expected = common::read_npy(&reference.join("fixtures/mel_filterbank_librosa.npy"));
     assert_eq!(expected.shape, vec![40, 201]);
     let model = SpeakerModel::load("ge2e-resemblyzer", &ResolveOptions::default()).unwrap();
-    let mel = MelSpectrogram::new(model.card().frontend.mel().unwrap()).unwrap();
+    let mel = MelSpectrogram::new(model.card().ge2e().unwrap().frontend.mel().unwrap()).unwrap();
     let err = max_relative_error(mel.filterbank(), &expected.data, 1e-6);
     assert!(err < 1e-6, "filterbank relative error {err}");
 }
@@ -56,7 +56,7 @@ fn every_fixture_matches_step_by_step() {
     assert_eq!(tags.len(), 7, "fixtures: {tags:?}");
     let trimmed = embedder(Trim::Silences);
     let untrimmed = embedder(Trim::Off);
-    let frontend = trimmed.model().card().frontend;
+    let frontend = trimmed.model().card().ge2e().unwrap().frontend;
     let mel = MelSpectrogram::new(frontend.mel().unwrap()).unwrap();
     for tag in &tags {
         let meta: serde_json::Value =

@@ -4,6 +4,7 @@ mod audit;
 mod bench;
 mod client;
 mod eval;
+mod models;
 mod registry;
 mod serve;
 mod token;
@@ -75,6 +76,9 @@ enum Command {
     /// import into a new registry.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// List the built-in models, or convert a published checkpoint into safetensors.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
 }
 
 /// How to find the model and treat the audio; shared by every command that embeds.
@@ -187,6 +191,7 @@ impl Cli {
             Command::Audit(a) => audit::run(a),
             Command::Token(c) => token::run(c),
             Command::Registry(c) => registry::run(c),
+            Command::Models(c) => models::run(c),
         }
     }
 }

@@ -1,11 +1,18 @@
-//! Feature extraction: the front-end parameters a model card states, and the mel spectrogram.
+//! Feature extraction: the front-end parameters a model card states, GE2E's mel spectrogram
+//! (`mel`), SpeechBrain's filterbank (`sb_fbank`, ECAPA-TDNN) and Kaldi's (`kaldi_fbank`,
+//! WeSpeaker's ResNet34), and [`UtteranceFrontend`], the one interface the pipeline uses for
+//! the two filterbanks.
 
+pub mod kaldi_fbank;
 pub mod mel;
+pub mod sb_fbank;
 
 use serde::{Deserialize, Serialize};
 
 use crate::audio::vad::VadConfig;
+use kaldi_fbank::{KaldiFbank, KaldiFbankConfig};
 use mel::MelConfig;
+use sb_fbank::SbFbankConfig;
 
 /// Errors of feature extraction.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +83,66 @@ impl FrontendConfig {
             mode: self.vad_mode,
             moving_average_width: self.vad_moving_average_width,
             max_silence_windows: self.vad_max_silence_windows,
+        }
+    }
+}
+
+/// A filterbank front end that turns a whole utterance (or window) into mean-normalised
+/// features, as the ECAPA-TDNN and ResNet34 references compute them.
+pub enum UtteranceFrontend {
+    /// SpeechBrain's `Fbank` with sentence mean normalisation.
+    Speechbrain(SbFbankConfig),
+    /// Kaldi's filterbank (dither off) with cepstral mean normalisation; built once.
+    Kaldi {
+        /// The parameters.
+        config: KaldiFbankConfig,
+        /// The filterbank built from them.
+        fbank: Box<KaldiFbank>,
+    },
+}
+
+impl UtteranceFrontend {
+    /// The SpeechBrain front end.
+    pub fn speechbrain(config: SbFbankConfig) -> Self {
+        Self::Speechbrain(config)
+    }
+
+    /// The Kaldi front end, its window and filters built once.
+    pub fn kaldi(config: KaldiFbankConfig) -> Result<Self, FeatureError> {
+        Ok(Self::Kaldi {
+            config,
+            fbank: Box::new(KaldiFbank::new(config)?),
+        })
+    }
+
+    /// Features per frame.
+    pub fn bins(&self) -> usize {
+        match self {
+            Self::Speechbrain(c) => c.n_mels,
+            Self::Kaldi { config, .. } => config.num_mel_bins,
+        }
+    }
+
+    /// Sample rate the front end expects, Hz.
+    pub fn sample_rate(&self) -> u32 {
+        match self {
+            Self::Speechbrain(c) => c.sample_rate,
+            Self::Kaldi { config, .. } => config.sample_rate,
+        }
+    }
+
+    /// Mean-normalised features of `samples`: the number of frames and `frames × bins`
+    /// values, row-major.
+    pub fn compute(&self, samples: &[f32]) -> Result<(usize, Vec<f32>), FeatureError> {
+        match self {
+            Self::Speechbrain(c) => {
+                let f = sb_fbank::features(samples, c)?;
+                Ok((f.frames, f.data))
+            }
+            Self::Kaldi { fbank, .. } => {
+                let f = fbank.compute(samples);
+                Ok((f.frames, f.data))
+            }
         }
     }
 }
