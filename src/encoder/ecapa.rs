@@ -700,14 +700,7 @@ mod tests {
         assert_eq!(batched.dims(), &[3, cfg.lin_neurons]);
         for b in 0..3 {
             let one = enc.forward(&feats.narrow(0, b, 1).unwrap()).unwrap();
-            let diff = (one - batched.narrow(0, b, 1).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = crate::encoder::max_abs(&(one - batched.narrow(0, b, 1).unwrap()).unwrap());
             assert!(diff < 1e-4, "item {b}: {diff}");
         }
     }

@@ -570,6 +570,15 @@ fn check_shape(
     Ok(())
 }
 
+/// Largest absolute value of a tensor, for the encoders' tests.
+#[cfg(test)]
+pub(crate) fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .and_then(|a| a.max_all())
+        .and_then(|m| m.to_scalar::<f32>())
+        .expect("a float tensor")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -591,14 +591,7 @@ mod tests {
         assert_eq!(out.dims(), &[3, 6]);
         // Items are independent: the second alone gives the second row.
         let single = encoder.forward(&feats.narrow(0, 1, 1).unwrap()).unwrap();
-        let diff = (out.narrow(0, 1, 1).unwrap() - single)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::encoder::max_abs(&(out.narrow(0, 1, 1).unwrap() - single).unwrap());
         assert!(diff < 1e-5, "{diff}");
         // Wrong bins and too few frames are errors, not panics.
         assert!(encoder
@@ -617,21 +610,8 @@ mod tests {
             let feats = Tensor::randn(0f32, 1.0, (2, frames, 16), &Device::Cpu).unwrap();
             let cpu = encoder.forward_cpu(&feats).unwrap();
             let ops = encoder.forward_tensor_ops(&feats).unwrap();
-            let scale = ops
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let diff = (cpu - ops)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = crate::encoder::max_abs(&ops);
+            let diff = crate::encoder::max_abs(&(cpu - ops).unwrap());
             assert!(
                 diff <= 1e-5 * scale.max(1.0),
                 "{frames} frames: {diff} of {scale}"
@@ -657,14 +637,7 @@ mod tests {
             .unwrap()
             .broadcast_add(&c("bn1.bias"))
             .unwrap();
-        let diff = (folded.forward(&x).unwrap() - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::encoder::max_abs(&(folded.forward(&x).unwrap() - reference).unwrap());
         assert!(diff < 1e-5, "{diff}");
     }
 
