@@ -115,11 +115,18 @@ impl PgStore {
             describe,
             heard: Mutex::new(heard_rx),
         };
-        store.run(async {
-            let mut client = store.client().await?;
-            migrations::apply(&mut client, &store.describe).await?;
-            store.check_model(&mut client, model).await
-        })?;
+        store
+            .run(async {
+                let mut client = store.client().await?;
+                migrations::apply(&mut client, &store.describe).await?;
+                store.check_model(&mut client, model).await
+            })
+            .map_err(|e| match e {
+                RegistryError::Unavailable(why) => {
+                    RegistryError::Unavailable(format!("{}: {why}", store.describe))
+                }
+                other => other,
+            })?;
         store.runtime().spawn(listener::run(config, heard_tx));
         Ok(store)
     }
@@ -922,9 +929,10 @@ fn pg_error(e: tokio_postgres::Error) -> RegistryError {
                 .contains(code)
         }
     };
-    let message = match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+    let message = match (e.as_db_error(), std::error::Error::source(&e)) {
+        (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
     };
     if unavailable {
         RegistryError::Unavailable(message)
