@@ -285,13 +285,13 @@ impl Embedder {
                 min_s: MIN_FBANK_SECONDS,
             });
         }
-        let (frames, features) = frontend.compute(&voiced)?;
+        let features = frontend.compute(&voiced)?;
         Ok(Prepared {
             duration_s,
             voiced_s,
             n_partials: 1,
-            frames,
-            features,
+            frames: features.frames,
+            features: features.data,
         })
     }
 
@@ -459,13 +459,13 @@ impl Embedder {
         let prepared = ranges
             .iter()
             .map(|r| {
-                let (frames, features) = frontend.compute(&voiced[r.clone()])?;
+                let features = frontend.compute(&voiced[r.clone()])?;
                 Ok(Prepared {
                     duration_s: track.duration_s,
                     voiced_s: r.len() as f64 / rate,
                     n_partials: 1,
-                    frames,
-                    features,
+                    frames: features.frames,
+                    features: features.data,
                 })
             })
             .collect::<Result<Vec<_>, EmbedError>>()?;

@@ -15,6 +15,7 @@
 //! `fc.conv.weight`, …), and every width is read from the tensor shapes, so reduced-width
 //! checkpoints load through the same code as the published one.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
@@ -503,6 +504,18 @@ impl EcapaEncoder {
     ) -> candle_core::Result<Self> {
         let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device)?;
         Self::new(config, vb)
+    }
+
+    /// Builds the encoder from named tensors, moved onto `device`.
+    pub fn from_tensors(
+        config: EcapaConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        Self::new(
+            config,
+            VarBuilder::from_tensors(tensors, DType::F32, device),
+        )
     }
 
     /// The shape this encoder was built with.

@@ -7,6 +7,7 @@ mod lstm_cpu;
 pub mod resnet;
 pub mod source;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -407,18 +408,17 @@ impl SpeakerModel {
             ) => {
                 let converted =
                     convert_cached(&files, path, converted_dir, ecapa::convert_checkpoint)?;
-                let config = ecapa::config_from_checkpoint(
-                    &tensors_of(&converted.bytes).map_err(weights_error)?,
-                )
-                .map_err(weights_error)?;
+                let (tensors, listed) =
+                    tensors_of(&converted.bytes, &device).map_err(weights_error)?;
+                let config = ecapa::config_from_checkpoint(&listed).map_err(weights_error)?;
                 check_shape(
                     &files,
                     config.input_size,
                     c.frontend.n_mels,
                     config.lin_neurons,
                 )?;
-                let encoder = EcapaEncoder::from_safetensors(config, &converted.bytes, &device)
-                    .map_err(weights_error)?;
+                let encoder =
+                    EcapaEncoder::from_tensors(config, tensors, &device).map_err(weights_error)?;
                 return Ok(Self::converted(
                     files,
                     converted,
@@ -435,18 +435,17 @@ impl SpeakerModel {
             ) => {
                 let converted =
                     convert_cached(&files, path, converted_dir, resnet::convert_checkpoint)?;
-                let config = resnet::config_from_checkpoint(
-                    &tensors_of(&converted.bytes).map_err(weights_error)?,
-                )
-                .map_err(weights_error)?;
+                let (tensors, listed) =
+                    tensors_of(&converted.bytes, &device).map_err(weights_error)?;
+                let config = resnet::config_from_checkpoint(&listed).map_err(weights_error)?;
                 check_shape(
                     &files,
                     config.feat_dim,
                     c.frontend.num_mel_bins,
                     config.embed_dim,
                 )?;
-                let encoder = ResNetEncoder::from_safetensors(config, &converted.bytes, &device)
-                    .map_err(weights_error)?;
+                let encoder =
+                    ResNetEncoder::from_tensors(config, &tensors).map_err(weights_error)?;
                 return Ok(Self::converted(
                     files,
                     converted,
@@ -544,11 +543,21 @@ fn convert_cached(
     convert::converted(&files.card, checkpoint, dir, &files.origin, converter)
 }
 
-/// The tensors of a safetensors buffer, on the CPU, to infer the encoder's shape from.
-fn tensors_of(bytes: &[u8]) -> candle_core::Result<Vec<(String, Tensor)>> {
-    Ok(candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?
-        .into_iter()
-        .collect())
+/// Tensors with their names, in a list (as the shape inference reads them).
+type NamedTensors = Vec<(String, Tensor)>;
+
+/// The tensors of a safetensors buffer on `device`, decoded once: by name for the encoder,
+/// and as a list to infer its shape from.
+fn tensors_of(
+    bytes: &[u8],
+    device: &Device,
+) -> candle_core::Result<(HashMap<String, Tensor>, NamedTensors)> {
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)?;
+    let listed = tensors
+        .iter()
+        .map(|(name, t)| (name.clone(), t.clone()))
+        .collect();
+    Ok((tensors, listed))
 }
 
 /// The checkpoint's input width must be the front end's, its embedding size the card's.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
-use super::FeatureError;
+use super::{FeatureError, Features};
 
 /// The analysis window of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,17 +69,6 @@ impl KaldiFbankConfig {
         low_freq: 20.0,
         high_freq: 0.0,
     };
-}
-
-/// Mean-normalised features, `frames × bins` row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Features {
-    /// Number of frames.
-    pub frames: usize,
-    /// Values per frame.
-    pub bins: usize,
-    /// The values, frame after frame.
-    pub data: Vec<f32>,
 }
 
 /// The filterbank for one configuration: window, FFT plan and mel filters, built once.
@@ -162,6 +151,11 @@ impl KaldiFbank {
             fft,
             filters,
         })
+    }
+
+    /// The parameters it was built with.
+    pub fn config(&self) -> &KaldiFbankConfig {
+        &self.config
     }
 
     /// Log mel filterbank of `samples` (mono, in [-1, 1], at the configured rate), with the

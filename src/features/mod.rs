@@ -87,18 +87,25 @@ impl FrontendConfig {
     }
 }
 
+/// A feature matrix: `frames` rows of `bins` values, row-major (the filterbank front ends'
+/// output).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// Number of frames (rows).
+    pub frames: usize,
+    /// Values per frame (columns).
+    pub bins: usize,
+    /// `frames * bins` values, frame after frame.
+    pub data: Vec<f32>,
+}
+
 /// A filterbank front end that turns a whole utterance (or window) into mean-normalised
 /// features, as the ECAPA-TDNN and ResNet34 references compute them.
 pub enum UtteranceFrontend {
     /// SpeechBrain's `Fbank` with sentence mean normalisation.
     Speechbrain(SbFbankConfig),
     /// Kaldi's filterbank (dither off) with cepstral mean normalisation; built once.
-    Kaldi {
-        /// The parameters.
-        config: KaldiFbankConfig,
-        /// The filterbank built from them.
-        fbank: Box<KaldiFbank>,
-    },
+    Kaldi(Box<KaldiFbank>),
 }
 
 impl UtteranceFrontend {
@@ -109,17 +116,14 @@ impl UtteranceFrontend {
 
     /// The Kaldi front end, its window and filters built once.
     pub fn kaldi(config: KaldiFbankConfig) -> Result<Self, FeatureError> {
-        Ok(Self::Kaldi {
-            config,
-            fbank: Box::new(KaldiFbank::new(config)?),
-        })
+        Ok(Self::Kaldi(Box::new(KaldiFbank::new(config)?)))
     }
 
     /// Features per frame.
     pub fn bins(&self) -> usize {
         match self {
             Self::Speechbrain(c) => c.n_mels,
-            Self::Kaldi { config, .. } => config.num_mel_bins,
+            Self::Kaldi(fbank) => fbank.config().num_mel_bins,
         }
     }
 
@@ -127,22 +131,15 @@ impl UtteranceFrontend {
     pub fn sample_rate(&self) -> u32 {
         match self {
             Self::Speechbrain(c) => c.sample_rate,
-            Self::Kaldi { config, .. } => config.sample_rate,
+            Self::Kaldi(fbank) => fbank.config().sample_rate,
         }
     }
 
-    /// Mean-normalised features of `samples`: the number of frames and `frames × bins`
-    /// values, row-major.
-    pub fn compute(&self, samples: &[f32]) -> Result<(usize, Vec<f32>), FeatureError> {
+    /// Mean-normalised features of `samples`.
+    pub fn compute(&self, samples: &[f32]) -> Result<Features, FeatureError> {
         match self {
-            Self::Speechbrain(c) => {
-                let f = sb_fbank::features(samples, c)?;
-                Ok((f.frames, f.data))
-            }
-            Self::Kaldi { fbank, .. } => {
-                let f = fbank.compute(samples);
-                Ok((f.frames, f.data))
-            }
+            Self::Speechbrain(c) => sb_fbank::features(samples, c),
+            Self::Kaldi(fbank) => Ok(fbank.compute(samples)),
         }
     }
 }

@@ -20,7 +20,7 @@
 use realfft::RealFftPlanner;
 use serde::{Deserialize, Serialize};
 
-use super::FeatureError;
+use super::{FeatureError, Features};
 
 /// Parameters of SpeechBrain's `Fbank` and sentence mean normalisation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -106,17 +106,6 @@ impl SbFbankConfig {
         }
         Ok(())
     }
-}
-
-/// A feature matrix: `frames` rows of `bins` values, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Features {
-    /// Number of frames (rows).
-    pub frames: usize,
-    /// Values per frame (columns).
-    pub bins: usize,
-    /// `frames * bins` values, frame after frame.
-    pub data: Vec<f32>,
 }
 
 /// The periodic Hamming window of `torch.hamming_window(win_length)`, zero-padded on both
