@@ -164,13 +164,16 @@ impl Core {
         }
     }
 
-    /// Refreshes the registry gauges after a change.
-    fn registry_changed(&self) {
-        match self.registry.size() {
-            Ok((artists, voiceprints)) => {
+    /// Refreshes the registry gauges after a change (counting artists reads the store, so off
+    /// the executor).
+    async fn registry_changed(&self) {
+        let registry = Arc::clone(&self.registry);
+        match self.blocking(move || registry.size()).await {
+            Ok(Ok((artists, voiceprints))) => {
                 self.metrics
                     .set_registry(artists, voiceprints, self.registry.version())
             }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the registry size"),
             Err(e) => tracing::warn!(error = %e, "cannot read the registry size"),
         }
     }
