@@ -26,13 +26,9 @@ Run from the repository root with the venv, e.g.
     .venv/bin/python tools/speechbrain_reference.py --files 10 --out /tmp/ecapa-full --bench
 """
 
-import argparse
 import json
-import os
 import sys
-import time
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import soundfile
@@ -44,7 +40,7 @@ from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.checkpoints import torch_recovery, torch_save
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared/data/librispeech-mini"
+from reference_common import arguments, bench, max_cosine_between, pick_files, randomise_batchnorm
 
 # `embedding_model` of the published hyperparams.yaml, with the constructor defaults it
 # relies on spelled out.
@@ -69,30 +65,6 @@ REDUCED_MODEL_ARGS = dict(
 )
 
 
-def randomise_batchnorm(model, calibration, generator):
-    """Calibrates BatchNorm running statistics on real features (so that eval-mode BatchNorm
-    normalises speech, and embeddings differ between speakers as a trained model's do), then
-    perturbs them and the affine parameters away from their init."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average
-    with torch.no_grad():
-        model(calibration)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            n = module.num_features
-            with torch.no_grad():
-                spread = module.running_var.sqrt()
-                module.running_mean += 0.2 * spread * torch.randn(n, generator=generator)
-                module.running_var *= 0.5 + 1.5 * torch.rand(n, generator=generator)
-                module.weight.copy_(0.6 + 0.8 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(n, generator=generator))
-            module.momentum = 0.1
-    model.eval()
-
-
 def calibration_batch(data, count, seconds):
     """Features of the first `count` train-clean-100 files (other speakers than the test-other
     files the outputs are recorded for), each cut to `seconds`, as one batch."""
@@ -103,18 +75,6 @@ def calibration_batch(data, count, seconds):
         sys.exit(f"calibration files shorter than {seconds} s")
     feats = Fbank(n_mels=80)(wavs)
     return InputNormalization(norm_type="sentence", std_norm=False)(feats, torch.ones(count))
-
-
-def pick_files(data, count):
-    """`count` test-other files, taking the first file of each speaker in turn (speakers and
-    files in sorted order), so that a few files already span several speakers."""
-    speakers = [sorted(d.glob("*.flac")) for d in sorted((data / "test-other").iterdir())
-                if d.is_dir()]
-    files = [f for rank in range(max(map(len, speakers), default=0))
-             for files in speakers if rank < len(files) for f in [files[rank]]]
-    if len(files) < count:
-        sys.exit(f"{data}: only {len(files)} test-other files, {count} asked")
-    return files[:count]
 
 
 def read_wav(path, max_samples):
@@ -146,27 +106,16 @@ class Reference:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--reduced", action="store_true",
-                        help="channels [32, 32, 32, 32, 96], attention and SE 16, 96-dim "
-                             "embeddings (the committed CI fixture)")
-    parser.add_argument("--files", type=int, default=3, help="librispeech-mini files")
-    parser.add_argument("--max-seconds", type=float, default=0.0,
-                        help="keep only the first seconds of each file (0: whole file)")
-    parser.add_argument("--seed", type=int, default=20261125)
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("VOCALGUARD_LIBRISPEECH_MINI", DEFAULT_DATA)))
-    parser.add_argument("--bench", action="store_true",
-                        help="reference throughput at one thread (features + embedding)")
-    parser.add_argument("--bench-repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = arguments(__doc__.split("\n\n")[0],
+                     "channels [32, 32, 32, 32, 96], attention and SE 16, 96-dim embeddings "
+                     "(the committed CI fixture)")
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed + 1)
     model_args = REDUCED_MODEL_ARGS if args.reduced else PUBLISHED_MODEL_ARGS
     model = ECAPA_TDNN(**model_args)
-    randomise_batchnorm(model, calibration_batch(args.data, 16, 3.0), generator)
+    calibration = calibration_batch(args.data, 16, 3.0)
+    randomise_batchnorm(model, lambda: model(calibration), generator)
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = args.out / "embedding_model.ckpt"
     torch_save(model, checkpoint)
@@ -188,9 +137,6 @@ def main():
                         "frames": feats.shape[1]})
     save_file(tensors, str(args.out / "reference.safetensors"))
     embeddings = np.stack([tensors[f"embedding.{i}"] for i in range(len(files))])
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    cross = unit @ unit.T
-    off_diagonal = cross[~np.eye(len(files), dtype=bool)]
     meta = {
         "model": "ECAPA_TDNN",
         "model_args": model_args,
@@ -198,7 +144,7 @@ def main():
         "seed": args.seed,
         "max_seconds": args.max_seconds,
         "files": entries,
-        "max_cosine_between_files": float(off_diagonal.max()) if off_diagonal.size else None,
+        "max_cosine_between_files": max_cosine_between(embeddings),
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "speechbrain": speechbrain.__version__, "soundfile": version("soundfile"),
                      "numpy": np.__version__},
@@ -208,21 +154,8 @@ def main():
           f"{meta['max_cosine_between_files']}")
 
     if args.bench:
-        torch.set_num_threads(1)
-        wavs = [read_wav(path, max_samples) for path in files]
-        audio_seconds = sum(w.shape[1] for w in wavs) / 16000
-        reference(wavs[0])  # warm-up
-        best = float("inf")
-        for _ in range(args.bench_repeats):
-            start = time.perf_counter()
-            for wav in wavs:
-                reference(wav)
-            best = min(best, time.perf_counter() - start)
-        print(json.dumps({"reference": "speechbrain ECAPA-TDNN (PyTorch)", "threads": 1,
-                          "files": len(wavs), "audio_seconds": audio_seconds,
-                          "best_wall_seconds": best,
-                          "audio_seconds_per_wall_second": audio_seconds / best}))
-
+        bench("speechbrain ECAPA-TDNN (PyTorch)",
+              [read_wav(path, max_samples) for path in files], reference, args.bench_repeats)
 
 if __name__ == "__main__":
     main()

@@ -23,13 +23,9 @@ Run from the repository root with the venv, e.g.
     .venv/bin/python tools/wespeaker_reference.py --files 10 --out /tmp/resnet34-full --bench
 """
 
-import argparse
 import json
-import os
 import sys
-import time
 import types
-from pathlib import Path
 
 import numpy as np
 import soundfile
@@ -51,7 +47,8 @@ import wespeaker  # noqa: E402
 from wespeaker.cli.speaker import Speaker  # noqa: E402
 from wespeaker.models import resnet  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared/data/librispeech-mini"
+from reference_common import (  # noqa: E402
+    arguments, bench, max_cosine_between, pick_files, randomise_batchnorm)
 
 # The published model's arguments (config.yaml of wespeaker-voxceleb-resnet34-LM).
 PUBLISHED_MODEL_ARGS = {
@@ -81,43 +78,6 @@ def reduced_factory(m_channels):
     return build
 
 
-def randomise_batchnorm(model, generator):
-    """Calibrates BatchNorm running statistics on noise, then perturbs them and the affine
-    parameters, so that eval-mode BatchNorm is exercised with values far from its init."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.randn(4, 200, model.feat_dim, generator=generator))
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            n = module.num_features
-            with torch.no_grad():
-                spread = module.running_var.sqrt()
-                module.running_mean += 0.2 * spread * torch.randn(n, generator=generator)
-                module.running_var *= 0.5 + 1.5 * torch.rand(n, generator=generator)
-                if module.affine:
-                    module.weight.copy_(0.6 + 0.8 * torch.rand(n, generator=generator))
-                    module.bias.copy_(0.2 * torch.randn(n, generator=generator))
-            module.momentum = 0.1
-    model.eval()
-
-
-def pick_files(data, count):
-    """`count` test-other files, taking the first file of each speaker in turn (speakers and
-    files in sorted order), so that a few files already span several speakers."""
-    speakers = [sorted(d.glob("*.flac")) for d in sorted((data / "test-other").iterdir())
-                if d.is_dir()]
-    files = [f for rank in range(max(map(len, speakers), default=0))
-             for files in speakers if rank < len(files) for f in [files[rank]]]
-    if len(files) < count:
-        sys.exit(f"{data}: only {len(files)} test-other files, {count} asked")
-    return files[:count]
-
-
 def read_pcm(path, max_samples):
     """16-bit PCM as WeSpeaker's `torchaudio.load(normalize=False)` gives it: integer values
     in [-32768, 32767], shape (1, n), float32; cut to `max_samples` when given."""
@@ -131,20 +91,8 @@ def read_pcm(path, max_samples):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--reduced", action="store_true",
-                        help="m_channels 4 and embed_dim 32 (the committed CI fixture)")
-    parser.add_argument("--files", type=int, default=3, help="librispeech-mini files")
-    parser.add_argument("--max-seconds", type=float, default=0.0,
-                        help="keep only the first seconds of each file (0: whole file)")
-    parser.add_argument("--seed", type=int, default=20261125)
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("VOCALGUARD_LIBRISPEECH_MINI", DEFAULT_DATA)))
-    parser.add_argument("--bench", action="store_true",
-                        help="reference throughput at one thread (features + embedding)")
-    parser.add_argument("--bench-repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = arguments(__doc__.split("\n\n")[0],
+                     "m_channels 4 and embed_dim 32 (the committed CI fixture)")
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed + 1)
@@ -159,7 +107,12 @@ def main():
     else:
         m_channels, model_name = 32, "ResNet34"
         model = resnet.ResNet34(**model_args)
-    randomise_batchnorm(model, generator)
+    # Calibrated on noise: the statistics only need to be far from their init.
+    randomise_batchnorm(
+        model,
+        lambda: [model(torch.randn(4, 200, model.feat_dim, generator=generator))
+                 for _ in range(4)],
+        generator)
 
     # WeSpeaker trains with the margin head as a `projection` submodule and saves the whole
     # model's state dict; the published avg_model.pt carries it beside the encoder.
@@ -198,9 +151,6 @@ def main():
                         "frames": feats.shape[0]})
     save_file(tensors, str(args.out / "reference.safetensors"))
     embeddings = np.stack([tensors[f"embedding.{i}"] for i in range(len(files))])
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    cross = unit @ unit.T
-    off_diagonal = cross[~np.eye(len(files), dtype=bool)]
     meta = {
         "model": model_name,
         "m_channels": m_channels,
@@ -210,7 +160,7 @@ def main():
         "window_type": speaker.window_type,
         "max_seconds": args.max_seconds,
         "files": entries,
-        "max_cosine_between_files": float(off_diagonal.max()) if off_diagonal.size else None,
+        "max_cosine_between_files": max_cosine_between(embeddings),
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "torchaudio": __import__("torchaudio").__version__,
                      "wespeaker-unofficial": getattr(wespeaker, "__version__", None)
@@ -222,20 +172,9 @@ def main():
           f"{meta['max_cosine_between_files']}")
 
     if args.bench:
-        torch.set_num_threads(1)
-        pcms = [read_pcm(path, max_samples) for path in files]
-        audio_seconds = sum(p.shape[1] for p in pcms) / 16000
-        best = float("inf")
-        for _ in range(args.bench_repeats):
-            start = time.perf_counter()
-            for pcm in pcms:
-                speaker.extract_embedding_from_pcm(pcm, 16000)
-            best = min(best, time.perf_counter() - start)
-        print(json.dumps({"reference": "wespeaker ResNet34 (PyTorch)", "threads": 1,
-                          "files": len(pcms), "audio_seconds": audio_seconds,
-                          "best_wall_seconds": best,
-                          "audio_seconds_per_wall_second": audio_seconds / best}))
-
+        bench("wespeaker ResNet34 (PyTorch)",
+              [read_pcm(path, max_samples) for path in files],
+              lambda pcm: speaker.extract_embedding_from_pcm(pcm, 16000), args.bench_repeats)
 
 if __name__ == "__main__":
     main()
