@@ -84,7 +84,7 @@ fn import(args: ImportArgs) -> Result<ExitCode> {
         File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
     let dump = Dump::read(BufReader::new(file))
         .with_context(|| format!("reading {}", args.input.display()))?;
-    dump.check(None)
+    dump.check()
         .with_context(|| format!("checking {}", args.input.display()))?;
     let location = StoreLocation::parse(&args.registry);
     let store =

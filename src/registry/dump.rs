@@ -156,9 +156,8 @@ impl Dump {
         Ok(dump)
     }
 
-    /// Checks that every voiceprint and authorization names an artist of the dump, and that
-    /// every embedding has `dim` values when `dim` is given.
-    pub fn check(&self, dim: Option<usize>) -> Result<(), RegistryError> {
+    /// Checks that every voiceprint and authorization names an artist of the dump.
+    pub fn check(&self) -> Result<(), RegistryError> {
         let artists: std::collections::BTreeSet<&str> =
             self.artists.iter().map(|a| a.artist_id.as_str()).collect();
         for vp in &self.voiceprints {
@@ -166,14 +165,6 @@ impl Dump {
                 return Err(RegistryError::Invalid(format!(
                     "voiceprint {} belongs to artist {}, who is not in the dump",
                     vp.voiceprint_id, vp.artist_id
-                )));
-            }
-            if dim.is_some_and(|d| d != vp.embedding.len()) {
-                return Err(RegistryError::Invalid(format!(
-                    "voiceprint {} has {} dimensions, expected {}",
-                    vp.voiceprint_id,
-                    vp.embedding.len(),
-                    dim.unwrap_or_default()
                 )));
             }
         }

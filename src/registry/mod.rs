@@ -270,7 +270,7 @@ impl Registry {
     }
 
     /// A registry over an open store; builds the search index from it.
-    pub fn with_store(
+    fn with_store(
         store: Box<dyn RegistryStore>,
         dim: usize,
         policy: EnrollmentPolicy,
@@ -294,11 +294,6 @@ impl Registry {
     /// Where the store is (a file path, or the database without its password).
     pub fn location(&self) -> &str {
         &self.location
-    }
-
-    /// Whether other processes share the store, so that [`Registry::follow`] is needed.
-    pub fn shared(&self) -> bool {
-        self.store.shared()
     }
 
     /// For a shared store, starts a thread that keeps the index in step with changes other
@@ -347,7 +342,7 @@ impl Registry {
 
     /// Applies every change the store has beyond the index's version; returns the version
     /// reached.
-    pub fn sync(&self) -> Result<u64, RegistryError> {
+    fn sync(&self) -> Result<u64, RegistryError> {
         let _w = self.lock_writer();
         self.catch_up()
     }
