@@ -209,20 +209,27 @@ impl PingService for Ping {
     }
 }
 
-/// Resolves when the process receives SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Installs the SIGINT and SIGTERM handlers now, before the server says it is listening, so
+/// that a signal sent right after that line shuts down gracefully instead of killing the
+/// process; the returned future resolves on either signal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// Says at start whether access control and TLS are on; warns when anyone may call, or when
@@ -335,12 +342,13 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
         "registry open"
     );
     log_access(&tokens, tls.is_some(), &core.config);
+    let signalled = shutdown_signal()?;
     tracing::info!(
         "vocalguard {} listening on {local} with model {model}",
         env!("CARGO_PKG_VERSION")
     );
     let shutdown = async move {
-        shutdown_signal().await;
+        signalled.await;
         tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
         health
             .set_not_serving::<RegistryServiceServer<registry_api::RegistryApi>>()
