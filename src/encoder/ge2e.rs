@@ -2,15 +2,15 @@
 //! 40-band mel frames, the top layer's final hidden state through Linear → ReLU → L2 norm.
 //!
 //! Tensor names follow the PyTorch checkpoint (`lstm.weight_ih_l0`, …, `linear.weight`), so
-//! loading is a straight mapping. Each layer's input projection is one matrix product over
-//! all frames of all partials; only the recurrent product runs step by step (fused into one
-//! kernel on the CPU).
+//! loading is a straight mapping. On the CPU the layers run fused (`lstm_cpu`); on other
+//! devices each layer's input projection is one matrix product over all frames of all
+//! partials and the recurrence runs as tensor ops, step by step.
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::lstm_cpu;
+use super::lstm_cpu::CpuLstmLayer;
 
 /// Shape of a GE2E encoder, as its model card states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +23,7 @@ pub struct Ge2eConfig {
     pub num_layers: usize,
 }
 
-/// One LSTM layer with its weights laid out for batched inference.
+/// One LSTM layer with its weights laid out for batched inference as tensor ops.
 struct LstmLayer {
     /// `(input, 4 * hidden)`: the transposed input weights, gate columns in order i, f, o, g.
     w_ih_t: Tensor,
@@ -31,8 +31,6 @@ struct LstmLayer {
     w_hh_t: Tensor,
     /// `(4 * hidden)`: `bias_ih + bias_hh`.
     bias: Tensor,
-    /// `w_hh_t` in host memory when the layer runs on the CPU: the fused recurrence uses it.
-    w_hh_t_host: Option<Vec<f32>>,
 }
 
 impl LstmLayer {
@@ -46,39 +44,36 @@ impl LstmLayer {
         let w_hh = vb.get((4 * hidden, hidden), &format!("lstm.weight_hh_l{layer}"))?;
         let b_ih = vb.get(4 * hidden, &format!("lstm.bias_ih_l{layer}"))?;
         let b_hh = vb.get(4 * hidden, &format!("lstm.bias_hh_l{layer}"))?;
-        let w_hh_t = ifgo_to_ifog(&w_hh, hidden)?.t()?.contiguous()?;
-        let w_hh_t_host = match w_hh_t.device() {
-            Device::Cpu => Some(w_hh_t.flatten_all()?.to_vec1::<f32>()?),
-            _ => None,
-        };
         Ok(Self {
             w_ih_t: ifgo_to_ifog(&w_ih, hidden)?.t()?.contiguous()?,
-            w_hh_t,
+            w_hh_t: ifgo_to_ifog(&w_hh, hidden)?.t()?.contiguous()?,
             bias: ifgo_to_ifog(&(b_ih + b_hh)?, hidden)?,
-            w_hh_t_host,
         })
     }
 
-    /// Runs the layer over `xs` `(batch, time, input)`; returns every step's hidden state
-    /// `(batch, time, hidden)` when `keep_sequence`, else only the last `(batch, hidden)`.
-    /// On the CPU the recurrence is fused ([`lstm_cpu`]); elsewhere it runs as tensor ops.
+    /// The same weights laid out for the fused CPU layer.
+    fn for_cpu(&self, avx512: bool) -> candle_core::Result<CpuLstmLayer> {
+        let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        Ok(CpuLstmLayer::new(
+            &host(&self.w_ih_t)?,
+            &host(&self.w_hh_t)?,
+            host(&self.bias)?,
+            self.w_hh_t.dim(0)?,
+            avx512,
+        ))
+    }
+
+    /// Runs the layer over `xs` `(batch, time, input)` as tensor ops; returns every step's
+    /// hidden state `(batch, time, hidden)` when `keep_sequence`, else only the last
+    /// `(batch, hidden)`.
     fn forward(&self, xs: &Tensor, keep_sequence: bool) -> candle_core::Result<Tensor> {
         let (batch, steps, input) = xs.dims3()?;
         let hidden = self.w_hh_t.dim(0)?;
         let projected = xs
             .reshape((batch * steps, input))?
             .matmul(&self.w_ih_t)?
-            .broadcast_add(&self.bias)?;
-        if let Some(w_hh_t) = &self.w_hh_t_host {
-            let mut projected = projected.flatten_all()?.to_vec1::<f32>()?;
-            let out = lstm_cpu::recur(&mut projected, batch, steps, hidden, w_hh_t, keep_sequence);
-            return if keep_sequence {
-                Tensor::from_vec(out, (batch, steps, hidden), xs.device())
-            } else {
-                Tensor::from_vec(out, (batch, hidden), xs.device())
-            };
-        }
-        let projected = projected.reshape((batch, steps, 4 * hidden))?;
+            .broadcast_add(&self.bias)?
+            .reshape((batch, steps, 4 * hidden))?;
         let mut h = Tensor::zeros((batch, hidden), xs.dtype(), xs.device())?;
         let mut c = h.clone();
         let mut outputs = Vec::with_capacity(if keep_sequence { steps } else { 0 });
@@ -122,6 +117,8 @@ fn ifgo_to_ifog(t: &Tensor, hidden: usize) -> candle_core::Result<Tensor> {
 /// The GE2E encoder with its weights loaded.
 pub struct Ge2eEncoder {
     layers: Vec<LstmLayer>,
+    /// The layers fused for the CPU, when the weights live there.
+    cpu_layers: Option<Vec<CpuLstmLayer>>,
     linear: Linear,
 }
 
@@ -139,7 +136,20 @@ impl Ge2eEncoder {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let linear = candle_nn::linear(config.hidden_size, config.hidden_size, vb.pp("linear"))?;
-        Ok(Self { layers, linear })
+        let cpu_layers = match vb.device() {
+            Device::Cpu => Some(
+                layers
+                    .iter()
+                    .map(|l| l.for_cpu(true))
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            layers,
+            cpu_layers,
+            linear,
+        })
     }
 
     /// Loads the encoder from a safetensors buffer onto `device`.
@@ -155,12 +165,26 @@ impl Ge2eEncoder {
     /// Embeds a batch of partials `(batch, frames, input_dim)` into L2-normalised
     /// `(batch, hidden_size)` embeddings.
     pub fn forward(&self, mels: &Tensor) -> candle_core::Result<Tensor> {
-        let mut xs = mels.contiguous()?;
         let last = self.layers.len() - 1;
-        for (l, layer) in self.layers.iter().enumerate() {
-            xs = layer.forward(&xs, l != last)?;
-        }
-        let embeds = self.linear.forward(&xs)?.relu()?;
+        let top = match &self.cpu_layers {
+            Some(cpu_layers) => {
+                let (batch, steps, _) = mels.dims3()?;
+                let mut xs = mels.flatten_all()?.to_vec1::<f32>()?;
+                for (l, layer) in cpu_layers.iter().enumerate() {
+                    xs = layer.forward(&xs, batch, steps, l != last);
+                }
+                let hidden = self.layers[last].w_hh_t.dim(0)?;
+                Tensor::from_vec(xs, (batch, hidden), mels.device())?
+            }
+            None => {
+                let mut xs = mels.contiguous()?;
+                for (l, layer) in self.layers.iter().enumerate() {
+                    xs = layer.forward(&xs, l != last)?;
+                }
+                xs
+            }
+        };
+        let embeds = self.linear.forward(&top)?.relu()?;
         let norms = embeds.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
         embeds.broadcast_div(&norms.maximum(1e-12)?)
     }
@@ -201,9 +225,7 @@ mod tests {
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
         let fused = Ge2eEncoder::new(config, vb.clone()).unwrap();
         let mut generic = Ge2eEncoder::new(config, vb).unwrap();
-        for layer in &mut generic.layers {
-            layer.w_hh_t_host = None;
-        }
+        generic.cpu_layers = None;
         let mels = Tensor::randn(0f32, 1.0, (5, 30, 6), &dev).unwrap();
         let run = |encoder: &Ge2eEncoder| -> Vec<f32> {
             encoder

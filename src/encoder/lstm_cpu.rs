@@ -1,102 +1,161 @@
-//! The LSTM recurrence fused for the CPU. Candle computes each layer's input projection as
-//! one large matrix product; this runs the step-by-step part without a tensor op per gate:
-//! the recurrent product accumulates in place into the projected gates (with `gemm`, the
-//! kernel Candle itself uses on the CPU) and one loop applies the cell update. Data is
-//! batch-major, so the batch splits into contiguous row blocks, one per worker thread, which
-//! never synchronise.
+//! The LSTM layers fused for the CPU. Each step computes the four gates of a block of batch
+//! rows as one affine product `b + [x_t, h_{t-1}] · [W_ihᵀ; W_hhᵀ]` (an AVX-512 kernel over
+//! packed weights when the CPU has AVX-512F, else `gemm`, the kernel Candle itself uses on the
+//! CPU), then one loop applies the cell update. Working step by step keeps what a block needs
+//! (one step's gates, the state, the weights) in cache instead of projecting whole sequences
+//! first. The batch splits into contiguous row blocks, one per worker thread, which never
+//! synchronise.
 
 use rayon::prelude::*;
 
-/// Runs the recurrence of one layer, batch-major.
-///
-/// `projected` is `(batch, steps, 4 * hidden)`: `x_t · W_ihᵀ + b_ih + b_hh` with gate blocks in
-/// order i, f, o, g; it is overwritten with the pre-activation gates. `w_hh_t` is
-/// `(hidden, 4 * hidden)`, same gate order. Returns the hidden state of every step
-/// `(batch, steps, hidden)` when `keep_sequence`, else the last one `(batch, hidden)`.
-pub fn recur(
-    projected: &mut [f32],
-    batch: usize,
-    steps: usize,
+#[cfg(target_arch = "x86_64")]
+use super::gemm_avx512::Panels;
+
+/// One LSTM layer's weights laid out for the CPU.
+pub struct CpuLstmLayer {
+    input: usize,
     hidden: usize,
-    w_hh_t: &[f32],
-    keep_sequence: bool,
-) -> Vec<f32> {
-    let gates_len = 4 * hidden;
-    assert_eq!(projected.len(), batch * steps * gates_len);
-    assert_eq!(w_hh_t.len(), hidden * gates_len);
-    let out_steps = if keep_sequence { steps } else { 1 };
-    let mut out = vec![0f32; batch * out_steps * hidden];
-    if batch == 0 || steps == 0 {
-        return out;
-    }
-    let workers = rayon::current_num_threads().clamp(1, batch);
-    let rows_per_block = batch.div_ceil(workers);
-    projected
-        .par_chunks_mut(rows_per_block * steps * gates_len)
-        .zip(out.par_chunks_mut(rows_per_block * out_steps * hidden))
-        .for_each(|(gates, out)| recur_block(gates, out, steps, hidden, w_hh_t, keep_sequence));
-    out
+    /// `(input + hidden, 4 * hidden)`: `[W_ihᵀ; W_hhᵀ]`, gate blocks in order i, f, o, g.
+    weights: Vec<f32>,
+    /// `b_ih + b_hh`, `4 * hidden`, same gate order.
+    bias: Vec<f32>,
+    /// `weights` packed for the AVX-512 kernel, when the CPU has it.
+    #[cfg(target_arch = "x86_64")]
+    panels: Option<Panels>,
 }
 
-/// The recurrence for one block of rows: `gates` `(rows, steps, 4 * hidden)`, `out`
-/// `(rows, steps or 1, hidden)`.
-fn recur_block(
-    gates: &mut [f32],
-    out: &mut [f32],
-    steps: usize,
-    hidden: usize,
-    w_hh_t: &[f32],
-    keep_sequence: bool,
-) {
-    let gates_len = 4 * hidden;
-    let rows = gates.len() / (steps * gates_len);
-    let mut h = vec![0f32; rows * hidden];
-    let mut c = vec![0f32; rows * hidden];
-    let row_stride = steps * gates_len;
-    for t in 0..steps {
-        if t > 0 {
-            // gates[:, t, :] += h · W_hhᵀ: (rows × hidden) · (hidden × 4·hidden), the
-            // destination rows `steps · 4·hidden` apart.
-            // SAFETY: every pointer and stride stays inside its slice for the shapes given,
-            // and `gates` does not alias `h` or `w_hh_t`.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    gates_len,
-                    hidden,
-                    gates.as_mut_ptr().add(t * gates_len),
-                    1,
-                    row_stride as isize,
-                    true,
-                    h.as_ptr(),
-                    1,
-                    hidden as isize,
-                    w_hh_t.as_ptr(),
-                    1,
-                    gates_len as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+impl CpuLstmLayer {
+    /// A layer from its transposed weights `w_ih_t` `(input, 4 * hidden)` and `w_hh_t`
+    /// `(hidden, 4 * hidden)` and summed bias, gate blocks in order i, f, o, g; uses the
+    /// AVX-512 kernel when the CPU has it and `avx512` is true.
+    pub fn new(
+        w_ih_t: &[f32],
+        w_hh_t: &[f32],
+        bias: Vec<f32>,
+        hidden: usize,
+        avx512: bool,
+    ) -> Self {
+        let gates = 4 * hidden;
+        assert_eq!(w_hh_t.len(), hidden * gates, "recurrent weights");
+        assert_eq!(w_ih_t.len() % gates, 0, "input weights");
+        assert_eq!(bias.len(), gates, "bias");
+        let input = w_ih_t.len() / gates;
+        let weights = [w_ih_t, w_hh_t].concat();
+        #[cfg(target_arch = "x86_64")]
+        let panels = avx512
+            .then(|| Panels::pack(&weights, input + hidden, gates))
+            .flatten();
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = avx512;
+        Self {
+            input,
+            hidden,
+            weights,
+            bias,
+            #[cfg(target_arch = "x86_64")]
+            panels,
+        }
+    }
+
+    /// Whether the AVX-512 kernel computes the gates.
+    #[cfg(test)]
+    fn uses_avx512(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.panels.is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Runs the layer over `xs` `(batch, steps, input)`, batch-major; returns every step's
+    /// hidden state `(batch, steps, hidden)` when `keep_sequence`, else the last one
+    /// `(batch, hidden)`.
+    pub fn forward(&self, xs: &[f32], batch: usize, steps: usize, keep_sequence: bool) -> Vec<f32> {
+        assert_eq!(xs.len(), batch * steps * self.input, "input size");
+        let out_steps = if keep_sequence { steps } else { 1 };
+        let mut out = vec![0f32; batch * out_steps * self.hidden];
+        if batch == 0 || steps == 0 {
+            return out;
+        }
+        let workers = rayon::current_num_threads().clamp(1, batch);
+        let rows_per_block = batch.div_ceil(workers);
+        xs.par_chunks(rows_per_block * steps * self.input)
+            .zip(out.par_chunks_mut(rows_per_block * out_steps * self.hidden))
+            .for_each(|(xs, out)| self.run_block(xs, out, steps, keep_sequence));
+        out
+    }
+
+    /// The recurrence for one block of rows: `xs` `(rows, steps, input)`, `out`
+    /// `(rows, steps or 1, hidden)`.
+    fn run_block(&self, xs: &[f32], out: &mut [f32], steps: usize, keep_sequence: bool) {
+        let (input, hidden) = (self.input, self.hidden);
+        let (depth, gates_len) = (input + hidden, 4 * hidden);
+        let rows = xs.len() / (steps * input);
+        // Row r of `a` is [x_t, h_{t-1}] of batch row r: the cell update writes h in place.
+        let mut a = vec![0f32; rows * depth];
+        let mut gates = vec![0f32; rows * gates_len];
+        let mut c = vec![0f32; rows * hidden];
+        for t in 0..steps {
+            for (r, row) in a.chunks_exact_mut(depth).enumerate() {
+                row[..input].copy_from_slice(&xs[(r * steps + t) * input..][..input]);
+            }
+            // The state starts at zero: at the first step only the input weights contribute.
+            let used = if t == 0 { input } else { depth };
+            self.affine(&a, rows, used, &mut gates);
+            for (r, (row, c)) in a
+                .chunks_exact_mut(depth)
+                .zip(c.chunks_exact_mut(hidden))
+                .enumerate()
+            {
+                let h = &mut row[input..];
+                cell_update(&gates[r * gates_len..][..gates_len], h, c, hidden);
+                if keep_sequence {
+                    out[(r * steps + t) * hidden..][..hidden].copy_from_slice(h);
+                }
             }
         }
-        for (r, (h, c)) in h
-            .chunks_exact_mut(hidden)
-            .zip(c.chunks_exact_mut(hidden))
-            .enumerate()
-        {
-            let g = &gates[r * row_stride + t * gates_len..][..gates_len];
-            cell_update(g, h, c, hidden);
-            if keep_sequence {
-                out[(r * steps + t) * hidden..][..hidden].copy_from_slice(h);
+        if !keep_sequence {
+            for (row, out) in a.chunks_exact(depth).zip(out.chunks_exact_mut(hidden)) {
+                out.copy_from_slice(&row[input..]);
             }
         }
     }
-    if !keep_sequence {
-        out.copy_from_slice(&h);
+
+    /// `gates[r, :] = bias + a[r, ..used] · weights[..used, :]` for the `rows` rows of `a`.
+    fn affine(&self, a: &[f32], rows: usize, used: usize, gates: &mut [f32]) {
+        let (depth, gates_len) = (self.input + self.hidden, 4 * self.hidden);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(panels) = &self.panels {
+            panels.affine(a, depth, rows, used, &self.bias, gates);
+            return;
+        }
+        for row in gates.chunks_exact_mut(gates_len) {
+            row.copy_from_slice(&self.bias);
+        }
+        // SAFETY: every pointer and stride stays inside its slice for the shapes given, and
+        // `gates` aliases neither `a` nor the weights.
+        unsafe {
+            gemm::gemm(
+                rows,
+                gates_len,
+                used,
+                gates.as_mut_ptr(),
+                1,
+                gates_len as isize,
+                true,
+                a.as_ptr(),
+                1,
+                depth as isize,
+                self.weights.as_ptr(),
+                1,
+                gates_len as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
 }
 
@@ -193,33 +252,84 @@ mod tests {
         assert_eq!(tanh(-1e4), -1.0);
     }
 
+    /// A layer of `hidden` units over `input` features with deterministic weights.
+    fn layer(input: usize, hidden: usize, avx512: bool) -> CpuLstmLayer {
+        let gates = 4 * hidden;
+        let w_ih: Vec<f32> = (0..input * gates)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 150.0)
+            .collect();
+        let w_hh: Vec<f32> = (0..hidden * gates)
+            .map(|i| ((i * 29 % 83) as f32 - 41.0) / 200.0)
+            .collect();
+        let bias = (0..gates).map(|i| ((i % 7) as f32 - 3.0) / 10.0).collect();
+        CpuLstmLayer::new(&w_ih, &w_hh, bias, hidden, avx512)
+    }
+
+    /// The textbook recurrence in f64, one row at a time: `(batch, steps, hidden)`.
+    fn reference(layer: &CpuLstmLayer, xs: &[f32], batch: usize, steps: usize) -> Vec<f64> {
+        let (input, hidden) = (layer.input, layer.hidden);
+        let gates_len = 4 * hidden;
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let mut out = Vec::new();
+        for b in 0..batch {
+            let (mut h, mut c) = (vec![0f64; hidden], vec![0f64; hidden]);
+            for t in 0..steps {
+                let x = &xs[(b * steps + t) * input..][..input];
+                let g: Vec<f64> = (0..gates_len)
+                    .map(|j| {
+                        f64::from(layer.bias[j])
+                            + (0..input)
+                                .map(|k| f64::from(x[k] * layer.weights[k * gates_len + j]))
+                                .sum::<f64>()
+                            + (0..hidden)
+                                .map(|k| {
+                                    h[k] * f64::from(layer.weights[(input + k) * gates_len + j])
+                                })
+                                .sum::<f64>()
+                    })
+                    .collect();
+                for u in 0..hidden {
+                    let (i, f, o, gg) = (g[u], g[hidden + u], g[2 * hidden + u], g[3 * hidden + u]);
+                    c[u] = sig(f) * c[u] + sig(i) * gg.tanh();
+                    h[u] = sig(o) * c[u].tanh();
+                }
+                out.extend_from_slice(&h);
+            }
+        }
+        out
+    }
+
     #[test]
-    fn blocks_agree_with_one_block() {
-        let (batch, steps, hidden) = (7, 5, 8);
-        let projected: Vec<f32> = (0..batch * steps * 4 * hidden)
+    fn both_kernels_follow_the_textbook_recurrence_in_any_number_of_blocks() {
+        let (batch, steps, input, hidden) = (7, 5, 6, 16);
+        let xs: Vec<f32> = (0..batch * steps * input)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
             .collect();
-        let w: Vec<f32> = (0..hidden * 4 * hidden)
-            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 200.0)
-            .collect();
-        let run = |threads: usize, keep: bool| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| recur(&mut projected.clone(), batch, steps, hidden, &w, keep))
-        };
-        let whole = run(1, true);
-        let split = run(3, true);
-        assert_eq!(whole.len(), batch * steps * hidden);
-        for (a, b) in whole.iter().zip(&split) {
-            assert!((a - b).abs() < 1e-6);
+        let want = reference(&layer(input, hidden, false), &xs, batch, steps);
+        for avx512 in [false, true] {
+            let layer = layer(input, hidden, avx512);
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let seq = pool.install(|| layer.forward(&xs, batch, steps, true));
+                for (a, b) in seq.iter().zip(&want) {
+                    assert!((f64::from(*a) - b).abs() < 1e-5, "{a} vs {b}");
+                }
+                let last = pool.install(|| layer.forward(&xs, batch, steps, false));
+                for (r, row) in last.chunks_exact(hidden).enumerate() {
+                    assert_eq!(row, &seq[(r * steps + steps - 1) * hidden..][..hidden]);
+                }
+            }
         }
-        let last: Vec<f32> = (0..batch)
-            .flat_map(|r| whole[(r * steps + steps - 1) * hidden..][..hidden].to_vec())
-            .collect();
-        for (a, b) in run(3, false).iter().zip(&last) {
-            assert!((a - b).abs() < 1e-6);
-        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_kernel_is_used_where_the_cpu_has_it() {
+        let wanted = std::arch::is_x86_feature_detected!("avx512f");
+        assert_eq!(layer(40, 16, true).uses_avx512(), wanted);
+        assert!(!layer(40, 16, false).uses_avx512());
     }
 }

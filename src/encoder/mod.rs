@@ -3,6 +3,8 @@
 pub mod convert;
 pub mod ecapa;
 pub mod ge2e;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
 mod lstm_cpu;
 pub mod resnet;
 pub mod source;
