@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::audio::{self, level, vad::VoiceActivity, AudioError, DecodeLimits};
 use crate::encoder::{Architecture, ModelId, SpeakerModel, TrimConfig};
 use crate::features::{mel::MelSpectrogram, FeatureError, FrontendConfig, UtteranceFrontend};
+
+mod batcher;
+
+pub use batcher::{BatchConfig, BatchObserver, BatchRun};
 
 /// Errors of turning audio into an embedding.
 #[derive(Debug, thiserror::Error)]
@@ -176,11 +181,13 @@ enum Analysis {
 
 /// The embedding pipeline for one model.
 pub struct Embedder {
-    model: SpeakerModel,
+    model: Arc<SpeakerModel>,
     analysis: Analysis,
     limits: DecodeLimits,
     trim: Trim,
     max_batch: usize,
+    /// The shared encoder thread, when inputs are batched across callers.
+    batcher: Option<batcher::Batcher>,
 }
 
 impl Embedder {
@@ -204,11 +211,12 @@ impl Embedder {
             },
         };
         Ok(Self {
-            model,
+            model: Arc::new(model),
             analysis,
             limits,
             trim: Trim::Silences,
             max_batch: Self::DEFAULT_MAX_BATCH,
+            batcher: None,
         })
     }
 
@@ -221,6 +229,24 @@ impl Embedder {
     /// Sets the largest number of partials run through the encoder at once.
     pub fn with_max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// Batches encoder inputs across the threads that call this embedder: one encoder
+    /// thread runs them, gathered as `config` says (its `max_batch` also replaces the
+    /// embedder's); `observer` hears of every pass.
+    pub fn with_batching(mut self, config: BatchConfig, observer: BatchObserver) -> Self {
+        self.max_batch = config.max_batch.max(1);
+        let config = BatchConfig {
+            max_batch: self.max_batch,
+            ..config
+        };
+        self.batcher = Some(batcher::Batcher::start(
+            Arc::clone(&self.model),
+            self.bins(),
+            config,
+            observer,
+        ));
         self
     }
 
@@ -331,17 +357,21 @@ impl Embedder {
         let mut vectors = Vec::with_capacity(all.len() * dim);
         let mut rest = all.as_slice();
         while let Some(&(frames, _)) = rest.first() {
+            // The encoder thread cuts its passes to the largest batch itself.
+            let cap = if self.batcher.is_some() {
+                usize::MAX
+            } else {
+                self.max_batch
+            };
             let run = rest
                 .iter()
-                .take(self.max_batch)
+                .take(cap)
                 .take_while(|(f, _)| *f == frames)
                 .count();
             let (batch, tail) = rest.split_at(run);
             rest = tail;
             let data: Vec<f32> = batch.iter().flat_map(|(_, x)| x.iter().copied()).collect();
-            let inputs = Tensor::from_vec(data, (batch.len(), frames, bins), self.model.device())?;
-            let embeds = self.model.embed_partials(&inputs)?;
-            vectors.extend(embeds.flatten_all()?.to_vec1::<f32>()?);
+            vectors.extend(self.encode(frames, batch.len(), data)?);
         }
         let mut out = Vec::with_capacity(items.len());
         let mut offset = 0;
@@ -351,6 +381,20 @@ impl Embedder {
             offset += len;
         }
         Ok(out)
+    }
+
+    /// Runs `count` inputs of `frames` frames through the encoder: on the shared encoder
+    /// thread when batching across callers, else here.
+    fn encode(&self, frames: usize, count: usize, data: Vec<f32>) -> Result<Vec<f32>, EmbedError> {
+        if let Some(batcher) = &self.batcher {
+            return batcher.embed(frames, count, data);
+        }
+        let inputs = Tensor::from_vec(data, (count, frames, self.bins()), self.model.device())?;
+        Ok(self
+            .model
+            .embed_partials(&inputs)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// Embeds prepared items, batching their partials together.

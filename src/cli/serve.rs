@@ -72,9 +72,22 @@ pub struct ServeArgs {
     /// Deadline of calls that set none; a shorter client deadline wins [default: 120].
     #[arg(long, env = "VOCALGUARD_REQUEST_TIMEOUT", value_name = "SECONDS")]
     request_timeout: Option<f64>,
-    /// Inference worker threads [default: one per core].
+    /// Inference worker threads that decode and screen [default: four per core when
+    /// batching across calls, else one per core].
     #[arg(long, env = "VOCALGUARD_WORKERS", value_name = "N")]
     workers: Option<usize>,
+    /// Most encoder inputs (GE2E partials, filterbank windows) in one encoder pass
+    /// [default: 128].
+    #[arg(long, env = "VOCALGUARD_MAX_BATCH", value_name = "N")]
+    max_batch: Option<usize>,
+    /// Longest an encoder input waits for inputs of other calls to join its pass, in
+    /// milliseconds; under load passes fill while the previous one runs [default: 2].
+    #[arg(long, env = "VOCALGUARD_MAX_WAIT_MS", value_name = "MS")]
+    max_wait_ms: Option<f64>,
+    /// Run each call's encoder inputs on its own worker instead of gathering concurrent
+    /// calls' inputs into shared passes on one encoder thread.
+    #[arg(long, env = "VOCALGUARD_NO_CROSS_CALL_BATCHING")]
+    no_cross_call_batching: bool,
     /// Jobs that may wait for a worker; beyond that calls get RESOURCE_EXHAUSTED [default: 32].
     #[arg(long, env = "VOCALGUARD_QUEUE_CAPACITY", value_name = "N")]
     queue_capacity: Option<usize>,
@@ -178,6 +191,11 @@ impl ServeArgs {
         set(&mut c.limits.request_timeout_s, &self.request_timeout);
         set(&mut c.inference.workers, &self.workers);
         set(&mut c.inference.queue_capacity, &self.queue_capacity);
+        set(&mut c.inference.max_batch, &self.max_batch);
+        set(&mut c.inference.max_wait_ms, &self.max_wait_ms);
+        if self.no_cross_call_batching {
+            c.inference.batch_across_calls = false;
+        }
         set(&mut c.screening.match_threshold, &self.match_threshold);
         set(&mut c.screening.review_threshold, &self.review_threshold);
         set(&mut c.screening.window_s, &self.window);

@@ -3,11 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::auth::TokenEntry;
 use super::telemetry::LogFormat;
+use crate::embed::BatchConfig;
 use crate::encoder::source::DEFAULT_MODEL;
 use crate::encoder::ModelId;
 use crate::eval::asnorm::{read_cohort, AsNorm};
@@ -159,12 +161,27 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InferenceConfig {
-    /// Worker threads (0: one per core).
+    /// Worker threads that decode and screen (0: four per core when batching across calls,
+    /// since workers then mostly wait for the encoder thread; else one per core).
     pub workers: usize,
     /// Jobs that may wait for a worker; beyond that, calls are refused with RESOURCE_EXHAUSTED.
     pub queue_capacity: usize,
-    /// Most partial windows run through the encoder at once.
+    /// Most encoder inputs (GE2E partials, filterbank windows) in one encoder pass.
     pub max_batch: usize,
+    /// Gather the encoder inputs of concurrent calls into shared passes on one encoder thread.
+    pub batch_across_calls: bool,
+    /// Longest an encoder input waits for others to join its pass, milliseconds.
+    pub max_wait_ms: f64,
+}
+
+impl InferenceConfig {
+    /// How encoder passes are gathered across calls.
+    pub fn batching(&self) -> BatchConfig {
+        BatchConfig {
+            max_batch: self.max_batch,
+            max_wait: Duration::from_secs_f64(self.max_wait_ms / 1000.0),
+        }
+    }
 }
 
 impl Default for InferenceConfig {
@@ -173,6 +190,8 @@ impl Default for InferenceConfig {
             workers: 0,
             queue_capacity: 32,
             max_batch: crate::embed::Embedder::DEFAULT_MAX_BATCH,
+            batch_across_calls: true,
+            max_wait_ms: 2.0,
         }
     }
 }
@@ -279,6 +298,9 @@ impl ServerConfig {
                 "inference.queue_capacity and inference.max_batch must be at least 1".into(),
             );
         }
+        if !(0.0..=1000.0).contains(&self.inference.max_wait_ms) {
+            return invalid("inference.max_wait_ms must lie in 0..1000 milliseconds".into());
+        }
         let e = &self.enrollment;
         if !(0.0..=f64::MAX).contains(&e.min_voiced_s)
             || !(-1.0..=1.0).contains(&e.consistency_threshold)
@@ -357,10 +379,13 @@ impl ServerConfig {
         })
     }
 
-    /// Worker threads after resolving 0 to the number of cores.
+    /// Worker threads after resolving 0: four per core when batching across calls, else one
+    /// per core.
     pub fn workers(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         match self.inference.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 if self.inference.batch_across_calls => 4 * cores,
+            0 => cores,
             n => n,
         }
     }

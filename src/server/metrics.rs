@@ -10,6 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::embed::BatchRun;
 use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -52,6 +53,9 @@ pub struct Metrics {
     upload_bytes: IntGauge,
     uploads_refused: IntCounterVec,
     batch_windows: Histogram,
+    pass_inputs: Histogram,
+    pass_callers: Histogram,
+    pass_wait: Histogram,
     inference_seconds: Histogram,
     registry_artists: IntGauge,
     registry_voiceprints: IntGauge,
@@ -62,7 +66,7 @@ impl Metrics {
     /// Creates every metric, at zero, in a registry of its own.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let window_buckets = (0..=10).map(|power| f64::from(1u32 << power)).collect();
+        let window_buckets: Vec<f64> = (0..=10).map(|power| f64::from(1u32 << power)).collect();
         let metrics = Self {
             requests: register(
                 &registry,
@@ -152,7 +156,38 @@ impl Metrics {
                         "vocalguard_inference_batch_windows",
                         "Encoder windows (partials) per inference job.",
                     )
+                    .buckets(window_buckets.clone()),
+                ),
+            ),
+            pass_inputs: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "vocalguard_encoder_pass_inputs",
+                        "Encoder inputs (partials or windows) per pass of the shared encoder \
+                         thread, gathered across calls.",
+                    )
                     .buckets(window_buckets),
+                ),
+            ),
+            pass_callers: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "vocalguard_encoder_pass_callers",
+                        "Calls whose inputs shared one encoder pass.",
+                    )
+                    .buckets((0..=6).map(|power| f64::from(1u32 << power)).collect()),
+                ),
+            ),
+            pass_wait: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "vocalguard_encoder_pass_wait_seconds",
+                        "How long the oldest input of an encoder pass waited for it to start.",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
                 ),
             ),
             inference_seconds: register(
@@ -245,6 +280,13 @@ impl Metrics {
     /// Records how many encoder windows (partials) one inference job ran.
     pub fn record_batch(&self, windows: usize) {
         self.batch_windows.observe(windows as f64);
+    }
+
+    /// Records one pass of the shared encoder thread.
+    pub fn record_encoder_pass(&self, run: BatchRun) {
+        self.pass_inputs.observe(run.inputs as f64);
+        self.pass_callers.observe(run.callers as f64);
+        self.pass_wait.observe(run.waited.as_secs_f64());
     }
 
     /// Records the wall time of one inference job.
@@ -494,6 +536,11 @@ mod tests {
         metrics.set_queue_depth(3);
         metrics.record_rejected();
         metrics.record_batch(10);
+        metrics.record_encoder_pass(BatchRun {
+            inputs: 24,
+            callers: 3,
+            waited: Duration::from_millis(2),
+        });
         metrics.record_inference(Duration::from_millis(250));
         metrics.set_registry(12, 40, 7);
 
@@ -512,6 +559,10 @@ mod tests {
             r#"vocalguard_inference_batch_windows_bucket{le="16"} 1"#,
             r#"vocalguard_inference_batch_windows_bucket{le="1024"} 1"#,
             "vocalguard_inference_batch_windows_sum 10",
+            r#"vocalguard_encoder_pass_inputs_bucket{le="32"} 1"#,
+            r#"vocalguard_encoder_pass_callers_bucket{le="2"} 0"#,
+            r#"vocalguard_encoder_pass_callers_bucket{le="4"} 1"#,
+            r#"vocalguard_encoder_pass_wait_seconds_bucket{le="0.005"} 1"#,
             r#"vocalguard_inference_seconds_bucket{le="0.25"} 1"#,
             "vocalguard_inference_seconds_count 1",
             "vocalguard_registry_artists 12",

@@ -320,6 +320,15 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
     let scoring = config.scoring(&model)?;
     let max_message = config.limits.max_message_bytes;
     let workers = config.workers();
+    let embedder = if config.inference.batch_across_calls {
+        let metrics = metrics.clone();
+        embedder.with_batching(
+            config.inference.batching(),
+            Box::new(move |run| metrics.record_encoder_pass(run)),
+        )
+    } else {
+        embedder
+    };
     let core = Arc::new(Core {
         embedder: Arc::new(embedder),
         pool: InferencePool::new(workers, config.inference.queue_capacity, metrics.clone()),
