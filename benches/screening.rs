@@ -5,12 +5,15 @@
 //! `train-clean-100` utterances and the remaining `test-other` ones), read into memory first:
 //!
 //! - in process: `audio::decode_to_16k_mono` then `screening::screen`, set up from
-//!   `ServerConfig::default()` as the server is, on 2 threads, as the server's 2 inference
-//!   workers run them on a 2-core machine;
+//!   `ServerConfig::default()` as the server is, twice: each call on its own (one thread per
+//!   core, each running its tracks' encoder passes itself), and batched across calls (the
+//!   server's default worker count sharing one encoder thread, as the server runs them);
 //! - gRPC: the real `vocalguard serve` binary on loopback, `ScreeningService.Screen` streamed
-//!   in 1 MiB chunks by 8 concurrent client tasks.
+//!   in 1 MiB chunks by 8 concurrent client tasks; once with the defaults (batching across
+//!   calls) and once with `--no-cross-call-batching`.
 //!
-//! Throughput is audio seconds per wall second; the goal is gRPC ≥ 90% of in-process. Then a
+//! Throughput is audio seconds per wall second; the goal is gRPC ≥ 90% of the faster
+//! in-process run. Then a
 //! 30 s clip of one enrolled speaker is screened through gRPC N times at concurrency 1 and N
 //! times at concurrency 4 (4 tasks sharing the N calls), reporting the p50 and p99 of the
 //! client-side time per call (nearest rank: with 40 calls, p99 is the slowest) and calls per
@@ -59,8 +62,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Utterances enrolled per speaker.
 const ENROLL_PER_SPEAKER: usize = 3;
-/// Threads of the in-process path: the server's default worker count on this 2-core machine.
-const IN_PROCESS_THREADS: usize = 2;
 /// Concurrent calls of the gRPC throughput run.
 const GRPC_CONCURRENCY: usize = 8;
 /// Concurrency levels of the latency runs.
@@ -172,6 +173,8 @@ fn display_name(speaker: &Speaker) -> String {
 /// default configuration, with a fresh registry.
 struct Pipeline {
     embedder: Embedder,
+    /// The same model, its encoder inputs batched across calls as the server does.
+    batched: Embedder,
     registry: Registry,
     scoring: Scoring,
     limits: DecodeLimits,
@@ -189,6 +192,13 @@ impl Pipeline {
         let embedder = Embedder::new(model, limits.clone())
             .expect("building the pipeline")
             .with_max_batch(config.inference.max_batch);
+        let batched = Embedder::new(
+            SpeakerModel::load(&config.model, &ResolveOptions::from_env())
+                .expect("loading the model"),
+            limits.clone(),
+        )
+        .expect("building the pipeline")
+        .with_batching(config.inference.batching(), Box::new(|_| {}));
         let registry_dir = tempfile::tempdir().expect("a temporary directory");
         let registry = Registry::open(
             registry_dir.path(),
@@ -202,6 +212,7 @@ impl Pipeline {
             .expect("the default scoring");
         Self {
             embedder,
+            batched,
             registry,
             scoring,
             limits,
@@ -279,11 +290,15 @@ fn read_tracks(paths: &[PathBuf]) -> Vec<Track> {
         .collect()
 }
 
-/// Screens every track in process on [`IN_PROCESS_THREADS`] threads; returns the results in
-/// track order and the wall time.
-fn screen_in_process(pipeline: &Pipeline, tracks: &[Track]) -> (Vec<Screened>, Duration) {
+/// Screens every track in process with `embedder` on `threads` threads; returns the results
+/// in track order and the wall time.
+fn screen_in_process(
+    pipeline: &Pipeline,
+    embedder: &Embedder,
+    threads: usize,
+    tracks: &[Track],
+) -> (Vec<Screened>, Duration) {
     let Pipeline {
-        embedder,
         registry,
         scoring,
         limits,
@@ -292,7 +307,7 @@ fn screen_in_process(pipeline: &Pipeline, tracks: &[Track]) -> (Vec<Screened>, D
     let next = AtomicUsize::new(0);
     let started = Instant::now();
     let mut results: Vec<(usize, Screened)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..IN_PROCESS_THREADS)
+        let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = Vec::new();
@@ -534,14 +549,14 @@ async fn latency(
     }
 }
 
-/// Enrolls through gRPC, screens the tracks at [`GRPC_CONCURRENCY`], then measures the clip's
-/// latency; returns the responses in track order, the screening wall time and the latencies.
+/// Enrolls through gRPC, screens the tracks at [`GRPC_CONCURRENCY`], then (given a number of
+/// calls) measures the clip's latency; returns the responses in track order, the screening wall time and the latencies.
 async fn grpc_phase(
     addr: &str,
     speakers: &[Speaker],
     enrolled: &[Vec<PathBuf>],
     tracks: &Arc<Vec<Track>>,
-    calls: usize,
+    latency_calls: Option<usize>,
 ) -> (Vec<ScreenResponse>, Duration, Vec<Latency>) {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("a valid URL")
@@ -567,6 +582,9 @@ async fn grpc_phase(
     })
     .await;
     let responses = results.into_iter().map(|(_, r, _)| r).collect();
+    let Some(calls) = latency_calls else {
+        return (responses, wall, Vec::new());
+    };
 
     let (speaker, used) = speakers
         .iter()
@@ -598,9 +616,10 @@ struct Report {
     audio_s: f64,
     speakers: usize,
     voiceprints: usize,
-    local_wall: Duration,
-    remote_wall: Duration,
-    remote_audio_s: f64,
+    /// In-process runs: (label, threads, wall time).
+    local: Vec<(&'static str, usize, Duration)>,
+    /// gRPC runs: (label, wall time, audio seconds the server reported).
+    remote: Vec<(&'static str, Duration, f64)>,
     mismatches: usize,
     latencies: Vec<Latency>,
     stopped: Option<(ExitStatus, Duration)>,
@@ -608,12 +627,18 @@ struct Report {
 }
 
 impl Report {
+    /// The faster in-process run's audio seconds per second.
     fn local_rate(&self) -> f64 {
-        self.audio_s / self.local_wall.as_secs_f64()
+        self.local
+            .iter()
+            .map(|(_, _, wall)| self.audio_s / wall.as_secs_f64())
+            .fold(0.0, f64::max)
     }
 
+    /// The default server's audio seconds per second.
     fn remote_rate(&self) -> f64 {
-        self.remote_audio_s / self.remote_wall.as_secs_f64()
+        let (_, wall, audio_s) = self.remote[0];
+        audio_s / wall.as_secs_f64()
     }
 
     fn print_table(&self) {
@@ -626,22 +651,26 @@ impl Report {
             self.speakers,
             if self.quick { ", quick run" } else { "" }
         );
-        println!("{:<24} {:>8} {:>14}", "path", "wall s", "audio s / s");
+        println!("{:<48} {:>8} {:>14}", "path", "wall s", "audio s / s");
+        for (label, threads, wall) in &self.local {
+            println!(
+                "{:<48} {:>8.2} {:>14.1}",
+                format!("in-process, {label}, {threads} threads"),
+                wall.as_secs_f64(),
+                self.audio_s / wall.as_secs_f64()
+            );
+        }
+        for (label, wall, audio_s) in &self.remote {
+            println!(
+                "{:<48} {:>8.2} {:>14.1}",
+                format!("gRPC, {label}, {GRPC_CONCURRENCY} concurrent"),
+                wall.as_secs_f64(),
+                audio_s / wall.as_secs_f64()
+            );
+        }
         println!(
-            "{:<24} {:>8.2} {:>14.1}",
-            format!("in-process, {IN_PROCESS_THREADS} threads"),
-            self.local_wall.as_secs_f64(),
-            self.local_rate()
-        );
-        println!(
-            "{:<24} {:>8.2} {:>14.1}",
-            format!("gRPC, {GRPC_CONCURRENCY} concurrent"),
-            self.remote_wall.as_secs_f64(),
-            self.remote_rate()
-        );
-        println!(
-            "gRPC / in-process: {:.1}% (goal >= 90%); tracks whose decision or duration differs \
-             between the paths: {}",
+            "gRPC (default) / faster in-process: {:.1}% (goal >= 90%); tracks whose decision or \
+             duration differs between any two paths: {}",
             self.remote_rate() / self.local_rate() * 100.0,
             self.mismatches
         );
@@ -681,7 +710,6 @@ impl Report {
             "files": self.files,
             "audio_s": r3(self.audio_s),
             "voiceprints": self.voiceprints,
-            "inprocess_threads": IN_PROCESS_THREADS,
             "grpc_concurrency": GRPC_CONCURRENCY,
             "inprocess_audio_s_per_s": r3(self.local_rate()),
             "grpc_audio_s_per_s": r3(self.remote_rate()),
@@ -690,6 +718,14 @@ impl Report {
             "server_stopped": self.stopped.is_some_and(|(status, _)| status.success()),
             "server_warnings": self.problems.len(),
         });
+        for (label, threads, wall) in &self.local {
+            json[format!("inprocess_{label}_threads")] = (*threads).into();
+            json[format!("inprocess_{label}_audio_s_per_s")] =
+                r3(self.audio_s / wall.as_secs_f64()).into();
+        }
+        for (label, wall, audio_s) in &self.remote {
+            json[format!("grpc_{label}_audio_s_per_s")] = r3(audio_s / wall.as_secs_f64()).into();
+        }
         for l in &self.latencies {
             let key = |what: &str| format!("latency_{CLIP_S}s_c{}_{what}", l.concurrency);
             json[key("calls")] = l.calls.into();
@@ -730,46 +766,80 @@ fn main() {
     }
     let tracks = Arc::new(read_tracks(&screening_paths));
 
-    println!(
-        "in-process: screening {} files on {IN_PROCESS_THREADS} threads",
-        tracks.len()
-    );
-    let (local, local_wall) = screen_in_process(&pipeline, &tracks);
+    let config = ServerConfig::default();
+    let per_call_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut local = Vec::new();
+    let mut local_results = Vec::new();
+    for (label, embedder, threads) in [
+        ("per-call", &pipeline.embedder, per_call_threads),
+        ("batched", &pipeline.batched, config.workers()),
+    ] {
+        println!(
+            "in-process: screening {} files on {threads} threads, {label}",
+            tracks.len()
+        );
+        let (results, wall) = screen_in_process(&pipeline, embedder, threads, &tracks);
+        local.push((label, threads, wall));
+        local_results.push(results);
+    }
     drop(pipeline);
 
-    let server_dir = tempfile::tempdir().expect("a temporary directory");
-    let mut server = ServerProcess::start(server_dir.path(), &[]);
-    println!("gRPC: server on {}", server.addr);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("starting the async runtime");
-    let (remote, remote_wall, latencies) = runtime.block_on(grpc_phase(
-        &server.addr,
-        &speakers,
-        &enrolled,
-        &tracks,
-        opts.calls,
-    ));
-    let problems = problems(&server);
-    let stopped = stop(&mut server, Duration::from_secs(30));
+    let mut remote = Vec::new();
+    let mut remote_results = Vec::new();
+    let mut latencies = Vec::new();
+    let (mut problems, mut stopped) = (Vec::new(), None);
+    for (label, flags, latency_calls) in [
+        ("batched", &[][..], Some(opts.calls)),
+        ("per-call", &["--no-cross-call-batching"][..], None),
+    ] {
+        let server_dir = tempfile::tempdir().expect("a temporary directory");
+        let mut server = ServerProcess::start(server_dir.path(), flags);
+        println!("gRPC: server on {} ({label})", server.addr);
+        let (responses, wall, measured) = runtime.block_on(grpc_phase(
+            &server.addr,
+            &speakers,
+            &enrolled,
+            &tracks,
+            latency_calls,
+        ));
+        latencies.extend(measured);
+        problems.extend(self::problems(&server));
+        let this_stop = stop(&mut server, Duration::from_secs(30));
+        if stopped.is_none() || this_stop.is_none() {
+            stopped = this_stop;
+        }
+        remote.push((label, wall, responses.iter().map(|r| r.duration_s).sum()));
+        remote_results.push(responses);
+    }
 
+    let reference = &local_results[0];
+    let mismatches = (0..tracks.len())
+        .filter(|&i| {
+            let (decision, duration) = (&reference[i].decision, reference[i].duration_s);
+            local_results
+                .iter()
+                .map(|r| (r[i].decision.clone(), r[i].duration_s))
+                .chain(
+                    remote_results
+                        .iter()
+                        .map(|r| (decision_name(&r[i]), r[i].duration_s)),
+                )
+                .any(|(d, s)| d != *decision || (s - duration).abs() > 1e-6)
+        })
+        .count();
     let report = Report {
         quick: opts.quick,
         files: tracks.len(),
-        audio_s: local.iter().map(|s| s.duration_s).sum(),
+        audio_s: reference.iter().map(|s| s.duration_s).sum(),
         speakers: speakers.len(),
         voiceprints: enrolled.iter().map(Vec::len).sum(),
-        local_wall,
-        remote_wall,
-        remote_audio_s: remote.iter().map(|r| r.duration_s).sum(),
-        mismatches: local
-            .iter()
-            .zip(&remote)
-            .filter(|(l, r)| {
-                l.decision != decision_name(r) || (l.duration_s - r.duration_s).abs() > 1e-6
-            })
-            .count(),
+        local,
+        remote,
+        mismatches,
         latencies,
         stopped,
         problems,
