@@ -6,11 +6,16 @@ mod common;
 
 use vocalguard::audio::{self, level, vad::VoiceActivity, DecodeLimits};
 use vocalguard::embed::{partial_starts, Embedder, Trim};
-use vocalguard::encoder::{ResolveOptions, SpeakerModel};
+use vocalguard::encoder::{Precision, ResolveOptions, SpeakerModel};
 use vocalguard::features::mel::MelSpectrogram;
 
 fn embedder(trim: Trim) -> Embedder {
-    let model = SpeakerModel::load("ge2e-resemblyzer", &ResolveOptions::default()).unwrap();
+    embedder_in(trim, Precision::F32)
+}
+
+fn embedder_in(trim: Trim, precision: Precision) -> Embedder {
+    let mut model = SpeakerModel::load("ge2e-resemblyzer", &ResolveOptions::default()).unwrap();
+    assert_eq!(model.set_precision(precision).unwrap(), precision);
     Embedder::new(model, DecodeLimits::default())
         .unwrap()
         .with_trim(trim)
@@ -153,6 +158,22 @@ fn every_fixture_matches_step_by_step() {
 
 #[test]
 fn all_of_librispeech_mini_matches_the_reference_embeddings() {
+    all_files_match(Precision::F32, 0.9999);
+}
+
+/// The bfloat16 path (on CPUs with AVX512_BF16) stays within the 0.999.
+#[test]
+fn all_of_librispeech_mini_in_bfloat16_stays_close_to_the_reference() {
+    if !std::arch::is_x86_feature_detected!("avx512bf16") {
+        eprintln!("skipped: this CPU has no AVX512_BF16");
+        return;
+    }
+    all_files_match(Precision::Bf16, 0.999);
+}
+
+/// Embeds every file of librispeech-mini in `precision` and checks each against the
+/// reference's embedding: cosine at least `bound`.
+fn all_files_match(precision: Precision, bound: f64) {
     let (Some(data), Some(reference)) = (common::librispeech_mini(), common::ge2e_reference())
     else {
         return;
@@ -164,7 +185,7 @@ fn all_of_librispeech_mini_matches_the_reference_embeddings() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(records.len(), 351);
-    let pipeline = embedder(Trim::Silences);
+    let pipeline = embedder_in(Trim::Silences, precision);
     let mut worst = (1.0f64, String::new());
     for chunk in records.chunks(32) {
         let prepared: Vec<_> = chunk
@@ -194,12 +215,12 @@ fn all_of_librispeech_mini_matches_the_reference_embeddings() {
         }
     }
     eprintln!(
-        "worst cosine over 351 files: 1 - {:.2e} ({})",
+        "{precision}: worst cosine over 351 files: 1 - {:.2e} ({})",
         1.0 - worst.0,
         worst.1
     );
     assert!(
-        worst.0 >= 0.9999,
+        worst.0 >= bound,
         "worst cosine {:.7} on {}",
         worst.0,
         worst.1

@@ -35,6 +35,7 @@ struct BenchReport {
     #[serde(rename = "impl")]
     implementation: &'static str,
     model: String,
+    precision: String,
     threads: usize,
     files: usize,
     failed: usize,
@@ -99,6 +100,7 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<ExitCode> {
     let report = BenchReport {
         implementation: "vocalguard",
         model: embedder.model_id().name.clone(),
+        precision: args.model.precision.to_string(),
         threads,
         files: files.len(),
         failed,

@@ -11,6 +11,7 @@ use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::lstm_cpu::CpuLstmLayer;
+use super::Precision;
 
 /// Shape of a GE2E encoder, as its model card states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,15 +52,15 @@ impl LstmLayer {
         })
     }
 
-    /// The same weights laid out for the fused CPU layer.
-    fn for_cpu(&self, avx512: bool) -> candle_core::Result<CpuLstmLayer> {
+    /// The same weights laid out for the fused CPU layer, its products in `precision`.
+    fn for_cpu(&self, precision: Precision) -> candle_core::Result<CpuLstmLayer> {
         let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         Ok(CpuLstmLayer::new(
             &host(&self.w_ih_t)?,
             &host(&self.w_hh_t)?,
             host(&self.bias)?,
             self.w_hh_t.dim(0)?,
-            avx512,
+            Some(precision),
         ))
     }
 
@@ -140,7 +141,7 @@ impl Ge2eEncoder {
             Device::Cpu => Some(
                 layers
                     .iter()
-                    .map(|l| l.for_cpu(true))
+                    .map(|l| l.for_cpu(Precision::F32))
                     .collect::<candle_core::Result<Vec<_>>>()?,
             ),
             _ => None,
@@ -150,6 +151,22 @@ impl Ge2eEncoder {
             cpu_layers,
             linear,
         })
+    }
+
+    /// Lays the CPU layers out for `precision`; returns the precision in effect (bfloat16
+    /// only where the CPU has AVX512_BF16). On other devices nothing changes: f32.
+    pub fn set_precision(&mut self, precision: Precision) -> candle_core::Result<Precision> {
+        if self.cpu_layers.is_none() {
+            return Ok(Precision::F32);
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| l.for_cpu(precision))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let in_effect = layers.first().map_or(Precision::F32, |l| l.precision());
+        self.cpu_layers = Some(layers);
+        Ok(in_effect)
     }
 
     /// Loads the encoder from a safetensors buffer onto `device`.

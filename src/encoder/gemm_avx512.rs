@@ -1,10 +1,14 @@
-//! The affine product `bias + a · w` with an AVX-512 kernel, for the LSTM's gates on CPUs
-//! that have AVX-512F. `w` is packed once into column panels stored contiguously, so a tile
-//! of output streams one panel; each tile keeps up to 6 rows × 64 columns of sums in 24
-//! vector registers and adds one rank-1 update per inner index.
+//! The affine product `bias + a · w` with AVX-512 kernels, for the LSTM's gates on CPUs that
+//! have AVX-512F. `w` is packed once into column panels stored contiguously, so a tile of
+//! output streams one panel; each tile keeps up to 6 rows × 64 columns of sums in 24 vector
+//! registers and adds one rank-1 update per inner index. The optional bfloat16 variant (CPUs
+//! with AVX512_BF16) stores `w` and rounds `a` to bfloat16, and adds two inner indices per
+//! instruction (`vdpbf16ps`), accumulating in f32.
 
 use std::arch::x86_64::{
-    __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    __m512, __m512bh, __m512i, _mm512_cvtne2ps_pbh, _mm512_dpbf16_ps, _mm512_fmadd_ps,
+    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_storeu_ps, _mm512_storeu_si512,
 };
 
 /// Columns per panel: four 16-lane vectors.
@@ -26,7 +30,7 @@ impl Panels {
     /// Packs `w`, `(depth, width)` row-major, when the CPU has AVX-512F and `width` is a
     /// multiple of 16; `None` otherwise (the caller uses another kernel).
     pub fn pack(w: &[f32], depth: usize, width: usize) -> Option<Self> {
-        if !std::arch::is_x86_feature_detected!("avx512f") || width % LANES != 0 {
+        if !std::arch::is_x86_feature_detected!("avx512f") || !width.is_multiple_of(LANES) {
             return None;
         }
         assert_eq!(w.len(), depth * width, "matrix size");
@@ -154,6 +158,201 @@ impl Tile {
     }
 }
 
+/// A `(depth, width)` row-major matrix in bfloat16, packed in panels of [`PANEL`] columns
+/// whose rows hold the pairs `(w[2p, c], w[2p + 1, c])` side by side, as `vdpbf16ps` reads
+/// them.
+pub struct PanelsBf16 {
+    depth: usize,
+    width: usize,
+    data: Vec<u16>,
+}
+
+impl PanelsBf16 {
+    /// Packs `w`, `(depth, width)` row-major, when the CPU has AVX-512F and AVX512_BF16,
+    /// `width` is a multiple of 16 and `depth` is even; `None` otherwise.
+    pub fn pack(w: &[f32], depth: usize, width: usize) -> Option<Self> {
+        if !std::arch::is_x86_feature_detected!("avx512f")
+            || !std::arch::is_x86_feature_detected!("avx512bf16")
+            || !width.is_multiple_of(LANES)
+            || !depth.is_multiple_of(2)
+        {
+            return None;
+        }
+        assert_eq!(w.len(), depth * width, "matrix size");
+        let mut data = Vec::with_capacity(w.len());
+        for start in (0..width).step_by(PANEL) {
+            let cols = PANEL.min(width - start);
+            for pair in w.chunks_exact(2 * width) {
+                let (even, odd) = pair.split_at(width);
+                for c in start..start + cols {
+                    data.push(to_bf16(even[c]));
+                    data.push(to_bf16(odd[c]));
+                }
+            }
+        }
+        Some(Self { depth, width, data })
+    }
+
+    /// `out[r, :] = bias + a[r, ..depth] · w[..depth, :]` for `rows` rows, with `a` rounded
+    /// to bfloat16 into `scratch`; `a` has row stride `lda`, `out` has row stride `width`,
+    /// `depth` must be even.
+    #[allow(clippy::too_many_arguments)]
+    pub fn affine(
+        &self,
+        a: &[f32],
+        lda: usize,
+        rows: usize,
+        depth: usize,
+        bias: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<u16>,
+    ) {
+        assert!(
+            depth <= self.depth && depth <= lda && depth.is_multiple_of(2),
+            "inner size"
+        );
+        assert_eq!(bias.len(), self.width, "bias length");
+        assert!(out.len() >= rows * self.width, "output size");
+        assert!(
+            rows == 0 || a.len() >= (rows - 1) * lda + depth,
+            "input size"
+        );
+        // SAFETY: `pack` only builds panels when the CPU has AVX-512F and AVX512_BF16; the
+        // sizes are checked above, and every tile stays inside them.
+        unsafe { self.affine_bf16(a, lda, rows, depth, bias, out, scratch) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn affine_bf16(
+        &self,
+        a: &[f32],
+        lda: usize,
+        rows: usize,
+        depth: usize,
+        bias: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<u16>,
+    ) {
+        // Rows of `a` in bfloat16, `depth` padded to a multiple of 32 for whole conversions.
+        let stride = depth.next_multiple_of(2 * LANES);
+        scratch.clear();
+        scratch.resize(rows * stride, 0);
+        let mut padded = [0f32; 2 * LANES];
+        for r in 0..rows {
+            let row = &a[r * lda..r * lda + depth];
+            for (k, dst) in (0..depth)
+                .step_by(2 * LANES)
+                .zip(scratch[r * stride..].chunks_exact_mut(2 * LANES))
+            {
+                let n = (2 * LANES).min(depth - k);
+                padded[..n].copy_from_slice(&row[k..k + n]);
+                padded[n..].fill(0.0);
+                let lo = _mm512_loadu_ps(padded.as_ptr());
+                let hi = _mm512_loadu_ps(padded.as_ptr().add(LANES));
+                let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed);
+            }
+        }
+        for start in (0..self.width).step_by(PANEL) {
+            let cols = PANEL.min(self.width - start);
+            let panel = self.data[start * self.depth..].as_ptr();
+            let mut row = 0;
+            while row < rows {
+                let tile_rows = TILE_ROWS.min(rows - row);
+                let t = TileBf16 {
+                    a: scratch[row * stride..].as_ptr(),
+                    lda: stride,
+                    pairs: depth / 2,
+                    panel,
+                    panel_width: cols,
+                    bias: bias[start..].as_ptr(),
+                    out: out[row * self.width + start..].as_mut_ptr(),
+                    ldo: self.width,
+                };
+                macro_rules! dispatch {
+                    ($($r:literal),*) => {
+                        match (tile_rows, cols / LANES) {
+                            $(
+                                ($r, 4) => t.run::<$r, 4>(),
+                                ($r, 3) => t.run::<$r, 3>(),
+                                ($r, 2) => t.run::<$r, 2>(),
+                                ($r, 1) => t.run::<$r, 1>(),
+                            )*
+                            _ => unreachable!("tile shape"),
+                        }
+                    };
+                }
+                dispatch!(1, 2, 3, 4, 5, 6);
+                row += tile_rows;
+            }
+        }
+    }
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even), as `vcvtne2ps2bf16` rounds.
+fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let rounding = 0x7fff + ((bits >> 16) & 1);
+    ((bits + rounding) >> 16) as u16
+}
+
+/// One output tile of the bfloat16 kernel: where its inputs and outputs are.
+struct TileBf16 {
+    a: *const u16,
+    lda: usize,
+    pairs: usize,
+    panel: *const u16,
+    panel_width: usize,
+    bias: *const f32,
+    out: *mut f32,
+    ldo: usize,
+}
+
+impl TileBf16 {
+    /// Computes `R` rows × `V` vectors of output.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn run<const R: usize, const V: usize>(&self) {
+        let mut acc: [[__m512; V]; R] = [[_mm512_setzero_ps(); V]; R];
+        for v in 0..V {
+            let b = _mm512_loadu_ps(self.bias.add(v * LANES));
+            for row in acc.iter_mut() {
+                row[v] = b;
+            }
+        }
+        for p in 0..self.pairs {
+            let w_row = self.panel.add(p * 2 * self.panel_width);
+            let mut w: [__m512bh; V] =
+                [std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()); V];
+            for (v, wv) in w.iter_mut().enumerate() {
+                *wv = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    w_row.add(v * 2 * LANES).cast(),
+                ));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let pair = self
+                    .a
+                    .add(r * self.lda + 2 * p)
+                    .cast::<u32>()
+                    .read_unaligned();
+                let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair as i32));
+                for v in 0..V {
+                    row[v] = _mm512_dpbf16_ps(row[v], x, w[v]);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, sum) in row.iter().enumerate() {
+                _mm512_storeu_ps(self.out.add(r * self.ldo + v * LANES), *sum);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +390,52 @@ mod tests {
     #[test]
     fn widths_that_are_not_whole_vectors_are_left_to_another_kernel() {
         assert!(Panels::pack(&[0.0; 10], 1, 10).is_none());
+        assert!(PanelsBf16::pack(&[0.0; 10], 1, 10).is_none());
+        assert!(PanelsBf16::pack(&[0.0; 48], 3, 16).is_none());
+    }
+
+    #[test]
+    fn the_bfloat16_kernel_equals_the_product_of_the_rounded_operands() {
+        if !std::arch::is_x86_feature_detected!("avx512bf16") {
+            eprintln!("skipped: no AVX512_BF16 on this CPU");
+            return;
+        }
+        let from_bf16 = |h: u16| f64::from(f32::from_bits(u32::from(h) << 16));
+        for (rows, depth, width, lda) in [(13, 38, 208, 40), (6, 2, 64, 2), (1, 64, 16, 70)] {
+            let a: Vec<f32> = (0..rows * lda)
+                .map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.3)
+                .collect();
+            let w: Vec<f32> = (0..depth * width)
+                .map(|i| ((i * 17 % 89) as f32 - 44.0) / 60.7)
+                .collect();
+            let bias: Vec<f32> = (0..width).map(|i| i as f32 / 100.0).collect();
+            let panels = PanelsBf16::pack(&w, depth, width).unwrap();
+            let mut out = vec![0f32; rows * width];
+            panels.affine(&a, lda, rows, depth, &bias, &mut out, &mut Vec::new());
+            for r in 0..rows {
+                for c in 0..width {
+                    let want: f64 = f64::from(bias[c])
+                        + (0..depth)
+                            .map(|k| {
+                                from_bf16(to_bf16(a[r * lda + k]))
+                                    * from_bf16(to_bf16(w[k * width + c]))
+                            })
+                            .sum::<f64>();
+                    let got = f64::from(out[r * width + c]);
+                    assert!((got - want).abs() < 1e-4, "({r}, {c}): {got} vs {want}");
+                }
+            }
+        }
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        assert_eq!(
+            to_bf16(f32::from_bits(0x3f80_8000)),
+            0x3f80,
+            "a tie goes to even"
+        );
+        assert_eq!(
+            to_bf16(f32::from_bits(0x3f81_8000)),
+            0x3f82,
+            "a tie goes to even"
+        );
     }
 }

@@ -9,7 +9,20 @@
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
-use super::gemm_avx512::Panels;
+use super::gemm_avx512::{Panels, PanelsBf16};
+use super::Precision;
+
+/// How the gates' affine product is computed.
+enum GateKernel {
+    /// `gemm` over the f32 weights, on any CPU.
+    Gemm,
+    /// The AVX-512 kernel over f32 panels.
+    #[cfg(target_arch = "x86_64")]
+    F32(Panels),
+    /// The AVX-512 kernel over bfloat16 panels.
+    #[cfg(target_arch = "x86_64")]
+    Bf16(PanelsBf16),
+}
 
 /// One LSTM layer's weights laid out for the CPU.
 pub struct CpuLstmLayer {
@@ -19,21 +32,20 @@ pub struct CpuLstmLayer {
     weights: Vec<f32>,
     /// `b_ih + b_hh`, `4 * hidden`, same gate order.
     bias: Vec<f32>,
-    /// `weights` packed for the AVX-512 kernel, when the CPU has it.
-    #[cfg(target_arch = "x86_64")]
-    panels: Option<Panels>,
+    kernel: GateKernel,
 }
 
 impl CpuLstmLayer {
     /// A layer from its transposed weights `w_ih_t` `(input, 4 * hidden)` and `w_hh_t`
-    /// `(hidden, 4 * hidden)` and summed bias, gate blocks in order i, f, o, g; uses the
-    /// AVX-512 kernel when the CPU has it and `avx512` is true.
+    /// `(hidden, 4 * hidden)` and summed bias, gate blocks in order i, f, o, g. With a
+    /// `precision`, the AVX-512 kernel of that precision computes the gates when the CPU has
+    /// it (bfloat16 falls back to f32, f32 to `gemm`); without, `gemm` does.
     pub fn new(
         w_ih_t: &[f32],
         w_hh_t: &[f32],
         bias: Vec<f32>,
         hidden: usize,
-        avx512: bool,
+        precision: Option<Precision>,
     ) -> Self {
         let gates = 4 * hidden;
         assert_eq!(w_hh_t.len(), hidden * gates, "recurrent weights");
@@ -41,29 +53,46 @@ impl CpuLstmLayer {
         assert_eq!(bias.len(), gates, "bias");
         let input = w_ih_t.len() / gates;
         let weights = [w_ih_t, w_hh_t].concat();
+        let depth = input + hidden;
         #[cfg(target_arch = "x86_64")]
-        let panels = avx512
-            .then(|| Panels::pack(&weights, input + hidden, gates))
-            .flatten();
+        let kernel = {
+            let bf16 = (precision == Some(Precision::Bf16))
+                .then(|| PanelsBf16::pack(&weights, depth, gates).map(GateKernel::Bf16))
+                .flatten();
+            bf16.or_else(|| {
+                precision
+                    .and_then(|_| Panels::pack(&weights, depth, gates))
+                    .map(GateKernel::F32)
+            })
+            .unwrap_or(GateKernel::Gemm)
+        };
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = avx512;
+        let kernel = {
+            let _ = (precision, depth);
+            GateKernel::Gemm
+        };
         Self {
             input,
             hidden,
             weights,
             bias,
-            #[cfg(target_arch = "x86_64")]
-            panels,
+            kernel,
         }
     }
 
-    /// Whether the AVX-512 kernel computes the gates.
+    /// The precision of the products (bfloat16 only with its AVX-512 kernel).
+    pub fn precision(&self) -> Precision {
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            GateKernel::Bf16(_) => Precision::Bf16,
+            _ => Precision::F32,
+        }
+    }
+
+    /// Whether an AVX-512 kernel computes the gates.
     #[cfg(test)]
     fn uses_avx512(&self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return self.panels.is_some();
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+        !matches!(self.kernel, GateKernel::Gemm)
     }
 
     /// Runs the layer over `xs` `(batch, steps, input)`, batch-major; returns every step's
@@ -94,13 +123,14 @@ impl CpuLstmLayer {
         let mut a = vec![0f32; rows * depth];
         let mut gates = vec![0f32; rows * gates_len];
         let mut c = vec![0f32; rows * hidden];
+        let mut scratch = Vec::new();
         for t in 0..steps {
             for (r, row) in a.chunks_exact_mut(depth).enumerate() {
                 row[..input].copy_from_slice(&xs[(r * steps + t) * input..][..input]);
             }
             // The state starts at zero: at the first step only the input weights contribute.
             let used = if t == 0 { input } else { depth };
-            self.affine(&a, rows, used, &mut gates);
+            self.affine(&a, rows, used, &mut gates, &mut scratch);
             for (r, (row, c)) in a
                 .chunks_exact_mut(depth)
                 .zip(c.chunks_exact_mut(hidden))
@@ -120,14 +150,29 @@ impl CpuLstmLayer {
         }
     }
 
-    /// `gates[r, :] = bias + a[r, ..used] · weights[..used, :]` for the `rows` rows of `a`.
-    fn affine(&self, a: &[f32], rows: usize, used: usize, gates: &mut [f32]) {
+    /// `gates[r, :] = bias + a[r, ..used] · weights[..used, :]` for the `rows` rows of `a`;
+    /// `scratch` holds the bfloat16 kernel's rounded copy of `a`.
+    fn affine(
+        &self,
+        a: &[f32],
+        rows: usize,
+        used: usize,
+        gates: &mut [f32],
+        scratch: &mut Vec<u16>,
+    ) {
         let (depth, gates_len) = (self.input + self.hidden, 4 * self.hidden);
-        #[cfg(target_arch = "x86_64")]
-        if let Some(panels) = &self.panels {
-            panels.affine(a, depth, rows, used, &self.bias, gates);
-            return;
+        match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            GateKernel::F32(panels) => {
+                return panels.affine(a, depth, rows, used, &self.bias, gates);
+            }
+            #[cfg(target_arch = "x86_64")]
+            GateKernel::Bf16(panels) => {
+                return panels.affine(a, depth, rows, used, &self.bias, gates, scratch);
+            }
+            GateKernel::Gemm => {}
         }
+        let _ = scratch;
         for row in gates.chunks_exact_mut(gates_len) {
             row.copy_from_slice(&self.bias);
         }
@@ -253,7 +298,7 @@ mod tests {
     }
 
     /// A layer of `hidden` units over `input` features with deterministic weights.
-    fn layer(input: usize, hidden: usize, avx512: bool) -> CpuLstmLayer {
+    fn layer(input: usize, hidden: usize, precision: Option<Precision>) -> CpuLstmLayer {
         let gates = 4 * hidden;
         let w_ih: Vec<f32> = (0..input * gates)
             .map(|i| ((i * 53 % 97) as f32 - 48.0) / 150.0)
@@ -262,7 +307,7 @@ mod tests {
             .map(|i| ((i * 29 % 83) as f32 - 41.0) / 200.0)
             .collect();
         let bias = (0..gates).map(|i| ((i % 7) as f32 - 3.0) / 10.0).collect();
-        CpuLstmLayer::new(&w_ih, &w_hh, bias, hidden, avx512)
+        CpuLstmLayer::new(&w_ih, &w_hh, bias, hidden, precision)
     }
 
     /// The textbook recurrence in f64, one row at a time: `(batch, steps, hidden)`.
@@ -305,9 +350,9 @@ mod tests {
         let xs: Vec<f32> = (0..batch * steps * input)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
             .collect();
-        let want = reference(&layer(input, hidden, false), &xs, batch, steps);
-        for avx512 in [false, true] {
-            let layer = layer(input, hidden, avx512);
+        let want = reference(&layer(input, hidden, None), &xs, batch, steps);
+        for precision in [None, Some(Precision::F32)] {
+            let layer = layer(input, hidden, precision);
             for threads in [1, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
@@ -329,7 +374,16 @@ mod tests {
     #[test]
     fn the_avx512_kernel_is_used_where_the_cpu_has_it() {
         let wanted = std::arch::is_x86_feature_detected!("avx512f");
-        assert_eq!(layer(40, 16, true).uses_avx512(), wanted);
-        assert!(!layer(40, 16, false).uses_avx512());
+        assert_eq!(layer(40, 16, Some(Precision::F32)).uses_avx512(), wanted);
+        assert!(!layer(40, 16, None).uses_avx512());
+        let bf16 = std::arch::is_x86_feature_detected!("avx512bf16");
+        let layer = layer(40, 16, Some(Precision::Bf16));
+        assert_eq!(layer.uses_avx512(), wanted);
+        let expected = if bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
+        assert_eq!(layer.precision(), expected);
     }
 }

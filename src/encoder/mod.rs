@@ -27,6 +27,37 @@ use ge2e::{Ge2eConfig, Ge2eEncoder};
 use resnet::ResNetEncoder;
 pub use source::{ModelFiles, ResolveOptions, Weights};
 
+/// Arithmetic of the encoder's matrix products on the CPU.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Single precision throughout (the default; parity with the reference).
+    #[default]
+    F32,
+    /// GE2E only: weights and inputs of the LSTM's products rounded to bfloat16, sums in f32
+    /// (CPUs with AVX512_BF16; elsewhere f32 is used).
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 /// Architecture ids this build implements, as a card's `architecture` names them.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["ge2e-lstm", "ecapa-tdnn", "resnet34"];
 
@@ -114,6 +145,16 @@ pub enum ModelError {
         path: String,
         /// Candle's reason.
         source: Box<candle_core::Error>,
+    },
+    /// A precision other than f32 was asked of a model that has no such path.
+    #[error(
+        "model {model} runs only in f32; --precision {precision} is implemented for GE2E models"
+    )]
+    PrecisionUnsupported {
+        /// The model's name.
+        model: String,
+        /// What was asked for.
+        precision: Precision,
     },
     /// The weights do not fit the architecture.
     #[error("cannot load the weights of model {origin}: {source}")]
@@ -511,6 +552,25 @@ impl SpeakerModel {
     /// Name and verified weights hash.
     pub fn id(&self) -> &ModelId {
         &self.id
+    }
+
+    /// Sets the arithmetic of the encoder's CPU products; returns the one in effect (bfloat16
+    /// needs a CPU with AVX512_BF16, else f32 stays). Only GE2E has a bfloat16 path.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<Precision, ModelError> {
+        match (&mut self.encoder, precision) {
+            (Encoder::Ge2e(e), _) => {
+                e.set_precision(precision)
+                    .map_err(|source| ModelError::Weights {
+                        origin: self.id.name.clone(),
+                        source,
+                    })
+            }
+            (_, Precision::F32) => Ok(Precision::F32),
+            (_, precision) => Err(ModelError::PrecisionUnsupported {
+                model: self.id.name.clone(),
+                precision,
+            }),
+        }
     }
 
     /// The device the encoder runs on.

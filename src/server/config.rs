@@ -11,7 +11,7 @@ use super::auth::TokenEntry;
 use super::telemetry::LogFormat;
 use crate::embed::BatchConfig;
 use crate::encoder::source::DEFAULT_MODEL;
-use crate::encoder::ModelId;
+use crate::encoder::{ModelId, Precision};
 use crate::eval::asnorm::{read_cohort, AsNorm};
 use crate::eval::calibration::Calibration;
 use crate::registry::backend::StoreLocation;
@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub postgres: PoolSettings,
     /// Model spec (built-in name, directory, or hub repo id).
     pub model: String,
+    /// Arithmetic of the encoder's CPU products (`bf16`: GE2E only, CPUs with AVX512_BF16).
+    pub precision: Precision,
     /// Use only the local hub cache.
     pub offline: bool,
     /// Log line format.
@@ -205,6 +207,7 @@ impl Default for ServerConfig {
             registry: None,
             postgres: PoolSettings::default(),
             model: DEFAULT_MODEL.to_string(),
+            precision: Precision::F32,
             offline: false,
             log_format: LogFormat::Text,
             log_filter: "info".to_string(),
