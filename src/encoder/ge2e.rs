@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::lstm_cpu::CpuLstmLayer;
+use super::lstm_cpu::{CpuLstm, CpuLstmLayer};
 use super::Precision;
 
 /// Shape of a GE2E encoder, as its model card states it.
@@ -102,6 +102,16 @@ impl LstmLayer {
     }
 }
 
+/// The layers laid out for the fused CPU stack, their products in `precision`.
+fn cpu_stack(layers: &[LstmLayer], precision: Precision) -> candle_core::Result<CpuLstm> {
+    Ok(CpuLstm::new(
+        layers
+            .iter()
+            .map(|l| l.for_cpu(precision))
+            .collect::<candle_core::Result<Vec<_>>>()?,
+    ))
+}
+
 /// Reorders PyTorch's gate blocks (i, f, g, o) along dim 0 to (i, f, o, g), so the three
 /// sigmoid gates are one contiguous block.
 fn ifgo_to_ifog(t: &Tensor, hidden: usize) -> candle_core::Result<Tensor> {
@@ -119,7 +129,7 @@ fn ifgo_to_ifog(t: &Tensor, hidden: usize) -> candle_core::Result<Tensor> {
 pub struct Ge2eEncoder {
     layers: Vec<LstmLayer>,
     /// The layers fused for the CPU, when the weights live there.
-    cpu_layers: Option<Vec<CpuLstmLayer>>,
+    cpu_layers: Option<CpuLstm>,
     linear: Linear,
 }
 
@@ -138,12 +148,7 @@ impl Ge2eEncoder {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let linear = candle_nn::linear(config.hidden_size, config.hidden_size, vb.pp("linear"))?;
         let cpu_layers = match vb.device() {
-            Device::Cpu => Some(
-                layers
-                    .iter()
-                    .map(|l| l.for_cpu(Precision::F32))
-                    .collect::<candle_core::Result<Vec<_>>>()?,
-            ),
+            Device::Cpu => Some(cpu_stack(&layers, Precision::F32)?),
             _ => None,
         };
         Ok(Self {
@@ -159,13 +164,9 @@ impl Ge2eEncoder {
         if self.cpu_layers.is_none() {
             return Ok(Precision::F32);
         }
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| l.for_cpu(precision))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let in_effect = layers.first().map_or(Precision::F32, |l| l.precision());
-        self.cpu_layers = Some(layers);
+        let stack = cpu_stack(&self.layers, precision)?;
+        let in_effect = stack.precision();
+        self.cpu_layers = Some(stack);
         Ok(in_effect)
     }
 
@@ -184,14 +185,12 @@ impl Ge2eEncoder {
     pub fn forward(&self, mels: &Tensor) -> candle_core::Result<Tensor> {
         let last = self.layers.len() - 1;
         let top = match &self.cpu_layers {
-            Some(cpu_layers) => {
+            Some(stack) => {
                 let (batch, steps, _) = mels.dims3()?;
-                let mut xs = mels.flatten_all()?.to_vec1::<f32>()?;
-                for (l, layer) in cpu_layers.iter().enumerate() {
-                    xs = layer.forward(&xs, batch, steps, l != last);
-                }
+                let xs = mels.flatten_all()?.to_vec1::<f32>()?;
+                let top = stack.forward(&xs, batch, steps);
                 let hidden = self.layers[last].w_hh_t.dim(0)?;
-                Tensor::from_vec(xs, (batch, hidden), mels.device())?
+                Tensor::from_vec(top, (batch, hidden), mels.device())?
             }
             None => {
                 let mut xs = mels.contiguous()?;

@@ -1,10 +1,10 @@
-//! The LSTM layers fused for the CPU. Each step computes the four gates of a block of batch
-//! rows as one affine product `b + [x_t, h_{t-1}] · [W_ihᵀ; W_hhᵀ]` (an AVX-512 kernel over
-//! packed weights when the CPU has AVX-512F, else `gemm`, the kernel Candle itself uses on the
-//! CPU), then one loop applies the cell update. Working step by step keeps what a block needs
-//! (one step's gates, the state, the weights) in cache instead of projecting whole sequences
-//! first. The batch splits into contiguous row blocks, one per worker thread, which never
-//! synchronise.
+//! The LSTM stack fused for the CPU. Each step of each layer computes the four gates of a
+//! block of batch rows as one affine product `b + [x_t, h_{t-1}] · [W_ihᵀ; W_hhᵀ]` (an AVX-512
+//! kernel over packed weights when the CPU has AVX-512F, else `gemm`, the kernel Candle itself
+//! uses on the CPU), then one loop applies the cell update. The layers advance together, one
+//! step at a time (a wavefront), so a block only ever holds one step's gates and each layer's
+//! state: no sequence is projected or stored whole. The batch splits into contiguous row
+//! blocks, one per worker thread, which never synchronise.
 
 use rayon::prelude::*;
 
@@ -95,58 +95,32 @@ impl CpuLstmLayer {
         !matches!(self.kernel, GateKernel::Gemm)
     }
 
-    /// Runs the layer over `xs` `(batch, steps, input)`, batch-major; returns every step's
-    /// hidden state `(batch, steps, hidden)` when `keep_sequence`, else the last one
-    /// `(batch, hidden)`.
-    pub fn forward(&self, xs: &[f32], batch: usize, steps: usize, keep_sequence: bool) -> Vec<f32> {
-        assert_eq!(xs.len(), batch * steps * self.input, "input size");
-        let out_steps = if keep_sequence { steps } else { 1 };
-        let mut out = vec![0f32; batch * out_steps * self.hidden];
-        if batch == 0 || steps == 0 {
-            return out;
-        }
-        let workers = rayon::current_num_threads().clamp(1, batch);
-        let rows_per_block = batch.div_ceil(workers);
-        xs.par_chunks(rows_per_block * steps * self.input)
-            .zip(out.par_chunks_mut(rows_per_block * out_steps * self.hidden))
-            .for_each(|(xs, out)| self.run_block(xs, out, steps, keep_sequence));
-        out
-    }
-
-    /// The recurrence for one block of rows: `xs` `(rows, steps, input)`, `out`
-    /// `(rows, steps or 1, hidden)`.
-    fn run_block(&self, xs: &[f32], out: &mut [f32], steps: usize, keep_sequence: bool) {
+    /// Advances `state` (its rows already holding this step's input) by one step; at the
+    /// `first` step the state is zero and only the input weights contribute.
+    fn step(
+        &self,
+        state: &mut LayerState,
+        rows: usize,
+        first: bool,
+        gates: &mut [f32],
+        scratch: &mut Vec<u16>,
+    ) {
         let (input, hidden) = (self.input, self.hidden);
         let (depth, gates_len) = (input + hidden, 4 * hidden);
-        let rows = xs.len() / (steps * input);
-        // Row r of `a` is [x_t, h_{t-1}] of batch row r: the cell update writes h in place.
-        let mut a = vec![0f32; rows * depth];
-        let mut gates = vec![0f32; rows * gates_len];
-        let mut c = vec![0f32; rows * hidden];
-        let mut scratch = Vec::new();
-        for t in 0..steps {
-            for (r, row) in a.chunks_exact_mut(depth).enumerate() {
-                row[..input].copy_from_slice(&xs[(r * steps + t) * input..][..input]);
-            }
-            // The state starts at zero: at the first step only the input weights contribute.
-            let used = if t == 0 { input } else { depth };
-            self.affine(&a, rows, used, &mut gates, &mut scratch);
-            for (r, (row, c)) in a
-                .chunks_exact_mut(depth)
-                .zip(c.chunks_exact_mut(hidden))
-                .enumerate()
-            {
-                let h = &mut row[input..];
-                cell_update(&gates[r * gates_len..][..gates_len], h, c, hidden);
-                if keep_sequence {
-                    out[(r * steps + t) * hidden..][..hidden].copy_from_slice(h);
-                }
-            }
-        }
-        if !keep_sequence {
-            for (row, out) in a.chunks_exact(depth).zip(out.chunks_exact_mut(hidden)) {
-                out.copy_from_slice(&row[input..]);
-            }
+        let used = if first { input } else { depth };
+        self.affine(&state.a, rows, used, gates, scratch);
+        for (r, (row, c)) in state
+            .a
+            .chunks_exact_mut(depth)
+            .zip(state.c.chunks_exact_mut(hidden))
+            .enumerate()
+        {
+            cell_update(
+                &gates[r * gates_len..][..gates_len],
+                &mut row[input..],
+                c,
+                hidden,
+            );
         }
     }
 
@@ -204,16 +178,128 @@ impl CpuLstmLayer {
     }
 }
 
+/// A stack of LSTM layers laid out for the CPU, each feeding the next.
+pub struct CpuLstm {
+    layers: Vec<CpuLstmLayer>,
+}
+
+/// One layer's part of a block's working state.
+struct LayerState {
+    /// Row r is `[x_t, h_{t-1}]` of batch row r: the cell update writes h in place.
+    a: Vec<f32>,
+    /// The cell state, `(rows, hidden)`.
+    c: Vec<f32>,
+}
+
+impl CpuLstm {
+    /// Stacks `layers`, each taking the previous one's hidden state as input.
+    pub fn new(layers: Vec<CpuLstmLayer>) -> Self {
+        assert!(!layers.is_empty(), "an LSTM has at least one layer");
+        for pair in layers.windows(2) {
+            assert_eq!(pair[1].input, pair[0].hidden, "layer sizes chain");
+        }
+        Self { layers }
+    }
+
+    /// The precision of the products (bfloat16 only with its AVX-512 kernel).
+    pub fn precision(&self) -> Precision {
+        self.layers[0].precision()
+    }
+
+    /// Runs the stack over `xs` `(batch, steps, input)`, batch-major; returns the top layer's
+    /// last hidden state `(batch, hidden)`.
+    pub fn forward(&self, xs: &[f32], batch: usize, steps: usize) -> Vec<f32> {
+        let (input, hidden) = (self.layers[0].input, self.top().hidden);
+        assert_eq!(xs.len(), batch * steps * input, "input size");
+        let mut out = vec![0f32; batch * hidden];
+        if batch == 0 || steps == 0 {
+            return out;
+        }
+        let workers = rayon::current_num_threads().clamp(1, batch);
+        let rows_per_block = batch.div_ceil(workers);
+        xs.par_chunks(rows_per_block * steps * input)
+            .zip(out.par_chunks_mut(rows_per_block * hidden))
+            .for_each(|(xs, out)| self.run_block(xs, out, steps));
+        out
+    }
+
+    fn top(&self) -> &CpuLstmLayer {
+        &self.layers[self.layers.len() - 1]
+    }
+
+    /// The recurrence for one block of rows: `xs` `(rows, steps, input)`, `out`
+    /// `(rows, hidden)`.
+    fn run_block(&self, xs: &[f32], out: &mut [f32], steps: usize) {
+        let input = self.layers[0].input;
+        let rows = xs.len() / (steps * input);
+        let mut states: Vec<LayerState> = self
+            .layers
+            .iter()
+            .map(|l| LayerState {
+                a: vec![0f32; rows * (l.input + l.hidden)],
+                c: vec![0f32; rows * l.hidden],
+            })
+            .collect();
+        let widest = self.layers.iter().map(|l| 4 * l.hidden).max().unwrap_or(0);
+        let mut gates = vec![0f32; rows * widest];
+        let mut scratch = Vec::new();
+        for t in 0..steps {
+            let depth = input + self.layers[0].hidden;
+            for (r, row) in states[0].a.chunks_exact_mut(depth).enumerate() {
+                row[..input].copy_from_slice(&xs[(r * steps + t) * input..][..input]);
+            }
+            for (l, layer) in self.layers.iter().enumerate() {
+                let (done, rest) = states.split_at_mut(l + 1);
+                let state = &mut done[l];
+                layer.step(state, rows, t == 0, &mut gates, &mut scratch);
+                if let (Some(next), Some(next_layer)) = (rest.first_mut(), self.layers.get(l + 1)) {
+                    let depth = layer.input + layer.hidden;
+                    let next_depth = next_layer.input + next_layer.hidden;
+                    for (from, to) in state
+                        .a
+                        .chunks_exact(depth)
+                        .zip(next.a.chunks_exact_mut(next_depth))
+                    {
+                        to[..layer.hidden].copy_from_slice(&from[layer.input..]);
+                    }
+                }
+            }
+        }
+        let top = self.top();
+        let depth = top.input + top.hidden;
+        let last = &states[states.len() - 1];
+        for (row, out) in last
+            .a
+            .chunks_exact(depth)
+            .zip(out.chunks_exact_mut(top.hidden))
+        {
+            out.copy_from_slice(&row[top.input..]);
+        }
+    }
+}
+
 /// `c = σ(f)·c + σ(i)·tanh(g)`, `h = σ(o)·tanh(c)` for one row of gates (i, f, o, g),
-/// compiled for AVX2 and FMA when the CPU has them.
+/// compiled for AVX-512, or AVX2 and FMA, when the CPU has them.
 #[inline]
 fn cell_update(gates: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { cell_update_avx512(gates, h, c, hidden) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
         unsafe { cell_update_avx2(gates, h, c, hidden) };
         return;
     }
+    cell_update_portable(gates, h, c, hidden);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn cell_update_avx512(gates: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
     cell_update_portable(gates, h, c, hidden);
 }
 
@@ -301,7 +387,7 @@ mod tests {
     fn layer(input: usize, hidden: usize, precision: Option<Precision>) -> CpuLstmLayer {
         let gates = 4 * hidden;
         let w_ih: Vec<f32> = (0..input * gates)
-            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 150.0)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / (50.0 * input as f32))
             .collect();
         let w_hh: Vec<f32> = (0..hidden * gates)
             .map(|i| ((i * 29 % 83) as f32 - 41.0) / 200.0)
@@ -311,7 +397,7 @@ mod tests {
     }
 
     /// The textbook recurrence in f64, one row at a time: `(batch, steps, hidden)`.
-    fn reference(layer: &CpuLstmLayer, xs: &[f32], batch: usize, steps: usize) -> Vec<f64> {
+    fn reference(layer: &CpuLstmLayer, xs: &[f64], batch: usize, steps: usize) -> Vec<f64> {
         let (input, hidden) = (layer.input, layer.hidden);
         let gates_len = 4 * hidden;
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
@@ -324,7 +410,7 @@ mod tests {
                     .map(|j| {
                         f64::from(layer.bias[j])
                             + (0..input)
-                                .map(|k| f64::from(x[k] * layer.weights[k * gates_len + j]))
+                                .map(|k| x[k] * f64::from(layer.weights[k * gates_len + j]))
                                 .sum::<f64>()
                             + (0..hidden)
                                 .map(|k| {
@@ -344,27 +430,38 @@ mod tests {
         out
     }
 
+    /// The last step's hidden state of each row of a `(batch, steps, hidden)` sequence.
+    fn last_steps(seq: &[f64], batch: usize, steps: usize) -> Vec<f64> {
+        let hidden = seq.len() / (batch * steps);
+        (0..batch)
+            .flat_map(|b| seq[(b * steps + steps - 1) * hidden..][..hidden].to_vec())
+            .collect()
+    }
+
     #[test]
-    fn both_kernels_follow_the_textbook_recurrence_in_any_number_of_blocks() {
+    fn the_stack_follows_the_textbook_recurrence_with_both_kernels_in_any_number_of_blocks() {
         let (batch, steps, input, hidden) = (7, 5, 6, 16);
         let xs: Vec<f32> = (0..batch * steps * input)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
             .collect();
-        let want = reference(&layer(input, hidden, None), &xs, batch, steps);
+        let wide: Vec<f64> = xs.iter().map(|&x| f64::from(x)).collect();
+        let first = reference(&layer(input, hidden, None), &wide, batch, steps);
+        let second = reference(&layer(hidden, hidden, None), &first, batch, steps);
+        let want = last_steps(&second, batch, steps);
         for precision in [None, Some(Precision::F32)] {
-            let layer = layer(input, hidden, precision);
+            let stack = CpuLstm::new(vec![
+                layer(input, hidden, precision),
+                layer(hidden, hidden, precision),
+            ]);
             for threads in [1, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
                     .unwrap();
-                let seq = pool.install(|| layer.forward(&xs, batch, steps, true));
-                for (a, b) in seq.iter().zip(&want) {
+                let got = pool.install(|| stack.forward(&xs, batch, steps));
+                assert_eq!(got.len(), want.len());
+                for (a, b) in got.iter().zip(&want) {
                     assert!((f64::from(*a) - b).abs() < 1e-5, "{a} vs {b}");
-                }
-                let last = pool.install(|| layer.forward(&xs, batch, steps, false));
-                for (r, row) in last.chunks_exact(hidden).enumerate() {
-                    assert_eq!(row, &seq[(r * steps + steps - 1) * hidden..][..hidden]);
                 }
             }
         }
