@@ -115,7 +115,7 @@ pub struct ServeArgs {
     as_norm_top_n: Option<usize>,
     /// Above this many voiceprints, screening searches an approximate HNSW graph (built in
     /// the background, exact search serving meanwhile) instead of scanning every voiceprint;
-    /// enrollment checks always scan [default: 20000].
+    /// enrollment checks always scan [default: 50000].
     #[arg(long, env = "VOCALGUARD_APPROXIMATE_ABOVE", value_name = "N")]
     approximate_above: Option<usize>,
     /// Log format [default: text].

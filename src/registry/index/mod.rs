@@ -53,10 +53,10 @@ impl Default for SearchConfig {
     /// See README, "Search index", for the measurements behind these.
     fn default() -> Self {
         Self {
-            approximate_above: 20_000,
-            m: 16,
+            approximate_above: 50_000,
+            m: 32,
             ef_construction: 100,
-            ef_search: 64,
+            ef_search: 384,
             rebuild_deleted_fraction: 0.25,
             build_threads: 0,
         }
