@@ -161,7 +161,7 @@ impl Hnsw {
         let insert = |node: usize| {
             graph.insert(vectors, node as u32, &|_| true);
             let done = done.fetch_add(1, Relaxed) + 1;
-            if done % 50_000 == 0 {
+            if done.is_multiple_of(50_000) {
                 progress(done);
             }
         };
@@ -187,7 +187,7 @@ impl Hnsw {
     }
 
     /// Number of nodes, tombstones included.
-    pub fn len(&self) -> usize {
+    pub fn nodes(&self) -> usize {
         self.levels.len()
     }
 
@@ -432,7 +432,7 @@ impl Hnsw {
         visited: &mut Visited,
         keep: &dyn Fn(u32) -> bool,
     ) -> Vec<Scored> {
-        visited.start(self.len());
+        visited.start(self.nodes());
         let mut candidates: BinaryHeap<Scored> = BinaryHeap::new();
         let mut results: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(ef + 1);
         for &e in entries {

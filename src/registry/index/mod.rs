@@ -285,7 +285,7 @@ impl SearchIndex {
             Some(graph) => {
                 !wanted
                     || self.deleted as f64
-                        > self.config.rebuild_deleted_fraction * graph.len() as f64
+                        > self.config.rebuild_deleted_fraction * graph.nodes() as f64
             }
         }
     }

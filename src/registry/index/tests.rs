@@ -153,14 +153,14 @@ fn recall(index: &SearchIndex, queries: &[Vec<f32>]) -> f64 {
 #[test]
 fn finds_nearest_and_groups_by_artist() {
     let mut index = SearchIndex::new(3);
-    index.insert("v1", "alice", &unit(&[1.0, 0.0, 0.0]));
-    index.insert("v2", "alice", &unit(&[0.9, 0.1, 0.0]));
-    index.insert("v3", "bob", &unit(&[0.0, 1.0, 0.0]));
-    let hits = index.top_k(&unit(&[1.0, 0.05, 0.0]), 2);
+    index.insert("v1", "alice", &unit([1.0, 0.0, 0.0]));
+    index.insert("v2", "alice", &unit([0.9, 0.1, 0.0]));
+    index.insert("v3", "bob", &unit([0.0, 1.0, 0.0]));
+    let hits = index.top_k(&unit([1.0, 0.05, 0.0]), 2);
     assert_eq!(hits.len(), 2);
     assert!(hits.iter().all(|h| h.artist_id == "alice"));
     assert!(hits[0].score >= hits[1].score);
-    let artists = index.top_artists(&unit(&[0.2, 1.0, 0.0]), 3);
+    let artists = index.top_artists(&unit([0.2, 1.0, 0.0]), 3);
     assert_eq!(artists[0].0, "bob");
     assert_eq!(artists.len(), 2);
 }
@@ -170,7 +170,7 @@ fn removal_keeps_the_rest_searchable() {
     let mut index = SearchIndex::new(2);
     index.insert("a", "x", &[1.0, 0.0]);
     index.insert("b", "y", &[0.0, 1.0]);
-    index.insert("c", "y", &unit(&[1.0, 1.0]));
+    index.insert("c", "y", &unit([1.0, 1.0]));
     assert!(index.remove("a"));
     assert!(!index.remove("a"));
     assert_eq!(index.len(), 2);
