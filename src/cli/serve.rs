@@ -19,8 +19,9 @@ use crate::server::ServerConfig;
 /// help, or from the configuration file (same names, `_` for `-`, thresholds under
 /// `[screening]`, limits under `[limits]`, pool sizes under `[inference]`, enrollment checks
 /// under `[enrollment]`, TLS files under `[tls]`, tokens under `[auth]`, the PostgreSQL pool
-/// under `[postgres]`; `--print-config`
-/// shows the full layout).
+/// under `[postgres]`, the search index (`approximate_above`, `m`, `ef_construction`,
+/// `ef_search`, `rebuild_deleted_fraction`, `build_threads`) under `[search]`;
+/// `--print-config` shows the full layout).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// TOML configuration file; environment variables and flags override its values.
@@ -129,6 +130,11 @@ pub struct ServeArgs {
         requires = "as_norm_cohort"
     )]
     as_norm_top_n: Option<usize>,
+    /// Above this many voiceprints, screening searches an approximate HNSW graph (built in
+    /// the background, exact search serving meanwhile) instead of scanning every voiceprint;
+    /// enrollment checks always scan [default: 50000].
+    #[arg(long, env = "VOCALGUARD_APPROXIMATE_ABOVE", value_name = "N")]
+    approximate_above: Option<usize>,
     /// Log format [default: text].
     #[arg(long, env = "VOCALGUARD_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -215,6 +221,7 @@ impl ServeArgs {
                 top_n: self.as_norm_top_n.unwrap_or(100),
             });
         }
+        set(&mut c.search.approximate_above, &self.approximate_above);
         set(&mut c.log_format, &self.log_format);
         set(&mut c.precision, &self.precision);
         set(&mut c.log_filter, &self.log_filter);

@@ -18,8 +18,9 @@ pub mod store;
 mod tests;
 
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,7 @@ use crate::embed::Embedding;
 use crate::encoder::ModelId;
 pub use audit::{AuditAction, AuditEvent, AuditQuery, Origin};
 use backend::{Counts, IndexChange, RegistryStore, StoreLocation, VersionedChange};
-use index::SearchIndex;
+use index::{SearchConfig, SearchIndex};
 use store::EmbeddedStore;
 
 /// Errors of registry operations.
@@ -227,10 +228,36 @@ pub struct Registry {
     policy: EnrollmentPolicy,
     location: String,
     dim: usize,
+    /// Wakes the index builder (see [`Registry::maintain_index`]), once one runs.
+    indexer: Mutex<Option<SyncSender<()>>>,
+}
+
+/// The live voiceprints copied for a rebuild, and the version they were copied at.
+struct PendingRebuild {
+    rows: index::Rows,
+    config: SearchConfig,
+    from: u64,
+    dim: usize,
+}
+
+/// What the search index is, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStatus {
+    /// Voiceprints indexed.
+    pub voiceprints: usize,
+    /// Whether screening searches the HNSW graph (else it scans every voiceprint).
+    pub approximate: bool,
+    /// Deleted voiceprints the graph still holds.
+    pub deleted: usize,
+    /// Bytes held by the index (estimate).
+    pub memory_bytes: usize,
 }
 
 /// Times an enrollment's checks are run again when other replicas keep changing the registry.
 const ENROLL_ATTEMPTS: usize = 8;
+
+/// How long the index builder waits before trying again after a failed rebuild.
+const REBUILD_RETRY: Duration = Duration::from_secs(5);
 
 /// Most changes read from the store in one catch-up step.
 const CATCH_UP_BATCH: usize = 1000;
@@ -288,7 +315,155 @@ impl Registry {
             writer: Mutex::new(()),
             policy,
             dim,
+            indexer: Mutex::new(None),
         })
+    }
+
+    /// Sets how the index is searched; the graph itself is built by
+    /// [`Registry::maintain_index`], without which the index stays exact.
+    pub fn with_search(self, config: SearchConfig) -> Self {
+        self.write_snapshot().index.configure(config);
+        self
+    }
+
+    /// What the search index is now.
+    pub fn index_status(&self) -> IndexStatus {
+        let snapshot = self.snapshot();
+        IndexStatus {
+            voiceprints: snapshot.index.len(),
+            approximate: snapshot.index.is_approximate(),
+            deleted: snapshot.index.deleted(),
+            memory_bytes: snapshot.index.memory_bytes(),
+        }
+    }
+
+    /// Starts the thread that rebuilds the search index in the background whenever it needs
+    /// it (see [`SearchIndex::needs_rebuild`]): at start when the registry is above the
+    /// approximate-search threshold, when it crosses it, and when deletions leave too many
+    /// tombstones in the graph. Meanwhile the current index keeps serving. A rebuild copies
+    /// the live voiceprints at version V, builds without any lock, then under the writer lock
+    /// replays the store's changes after V onto the new index and swaps it in, so no change
+    /// made during the build is lost. `on_change` hears the new status after each swap. The
+    /// thread stops when the registry is dropped.
+    pub fn maintain_index(
+        self: &Arc<Self>,
+        on_change: impl Fn(IndexStatus) + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("index-builder".into())
+            .spawn(move || {
+                let mut retry = false;
+                loop {
+                    let next = if retry {
+                        woken.recv_timeout(REBUILD_RETRY)
+                    } else {
+                        woken.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    };
+                    if next == Err(RecvTimeoutError::Disconnected) {
+                        return;
+                    }
+                    match Self::rebuild_once(&weak) {
+                        Ok(Some(status)) => {
+                            retry = false;
+                            on_change(status);
+                        }
+                        Ok(None) => retry = false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "rebuilding the search index failed; the current index keeps serving, retrying");
+                            retry = true;
+                        }
+                    }
+                }
+            })?;
+        *self.indexer.lock().unwrap_or_else(|e| e.into_inner()) = Some(wake);
+        self.wake_indexer_if_needed();
+        Ok(thread)
+    }
+
+    /// Wakes the index builder when the index needs a rebuild.
+    fn wake_indexer_if_needed(&self) {
+        if !self.snapshot().index.needs_rebuild() {
+            return;
+        }
+        if let Some(wake) = &*self.indexer.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = wake.try_send(());
+        }
+    }
+
+    /// One background rebuild, if the index (still) needs one and the registry still exists;
+    /// returns the new status.
+    fn rebuild_once(weak: &Weak<Self>) -> Result<Option<IndexStatus>, RegistryError> {
+        let Some(pending) = weak.upgrade().and_then(|r| r.prepare_rebuild()) else {
+            return Ok(None);
+        };
+        let voiceprints = pending.rows.ids.len();
+        tracing::info!(
+            voiceprints,
+            approximate = voiceprints > pending.config.approximate_above,
+            registry_version = pending.from,
+            threads = pending.config.threads(),
+            "building the search index in the background; the current one keeps serving"
+        );
+        let started = Instant::now();
+        let built = SearchIndex::build(pending.dim, pending.config, pending.rows, &|linked| {
+            tracing::info!(
+                linked,
+                of = voiceprints,
+                elapsed_s = started.elapsed().as_secs_f64(),
+                "building the search index"
+            );
+        });
+        let build_s = started.elapsed().as_secs_f64();
+        let Some(registry) = weak.upgrade() else {
+            return Ok(None);
+        };
+        let (replayed, version) = registry.swap_in(built, pending.from)?;
+        let status = registry.index_status();
+        tracing::info!(
+            voiceprints = status.voiceprints,
+            approximate = status.approximate,
+            build_s,
+            replayed_changes = replayed,
+            registry_version = version,
+            memory_mib = status.memory_bytes as f64 / (1024.0 * 1024.0),
+            "search index rebuilt and swapped in"
+        );
+        registry.wake_indexer_if_needed();
+        Ok(Some(status))
+    }
+
+    /// The copy a rebuild starts from, if the index needs one.
+    fn prepare_rebuild(&self) -> Option<PendingRebuild> {
+        let snapshot = self.snapshot();
+        snapshot.index.needs_rebuild().then(|| PendingRebuild {
+            rows: snapshot.index.rows(),
+            config: *snapshot.index.config(),
+            from: snapshot.version,
+            dim: self.dim,
+        })
+    }
+
+    /// Under the writer lock, brings `index`, built at version `from`, up to date with the
+    /// store and makes it the registry's index; returns the changes replayed and the version.
+    fn swap_in(&self, mut index: SearchIndex, from: u64) -> Result<(usize, u64), RegistryError> {
+        let _w = self.lock_writer();
+        let mut version = from;
+        let mut replayed = 0;
+        loop {
+            let changes = self.store.changes_after(version, CATCH_UP_BATCH)?;
+            if changes.is_empty() {
+                break;
+            }
+            replayed += changes.len();
+            version = apply_changes(&mut index, version, &changes, self.dim)?;
+        }
+        let mut snapshot = self.write_snapshot();
+        index.configure(*snapshot.index.config());
+        snapshot.index = index;
+        snapshot.version = version;
+        Ok((replayed, version))
     }
 
     /// Where the store is (a file path, or the database without its password).
@@ -514,10 +689,7 @@ impl Registry {
     ) -> Result<(u64, Option<f32>, Option<(String, f32)>), RegistryError> {
         let (checked_at, consistency_score, nearest_other) = {
             let snapshot = self.snapshot();
-            let everyone = snapshot.index.len();
-            let ranked = snapshot.index.top_artists(vector, everyone);
-            let own = ranked.iter().find(|(a, _)| a == artist_id).map(|(_, s)| *s);
-            let other = ranked.into_iter().find(|(a, _)| a != artist_id);
+            let (own, other) = snapshot.index.own_and_nearest_other(vector, artist_id);
             (snapshot.version, own, other)
         };
         if let Some(score) = consistency_score {
@@ -709,32 +881,51 @@ impl Registry {
         }
     }
 
-    /// Applies changes, in version order, that are newer than the index.
+    /// Applies changes, in version order, that are newer than the index; wakes the index
+    /// builder when they leave the index needing a rebuild.
     fn apply(&self, changes: &[VersionedChange]) -> Result<(), RegistryError> {
-        let mut snapshot = self.write_snapshot();
-        for VersionedChange { version, change } in changes {
-            if *version <= snapshot.version {
-                continue;
-            }
-            match change {
-                IndexChange::Enrolled(Some(vp)) => {
-                    check_dim(vp, self.dim)?;
-                    snapshot
-                        .index
-                        .insert(&vp.voiceprint_id, &vp.artist_id, &vp.embedding);
-                }
-                IndexChange::VoiceprintDeleted(id) => {
-                    snapshot.index.remove(id);
-                }
-                IndexChange::ArtistDeleted(id) => {
-                    snapshot.index.remove_artist(id);
-                }
-                IndexChange::Enrolled(None) | IndexChange::Unchanged => {}
-            }
-            snapshot.version = *version;
+        {
+            let mut snapshot = self.write_snapshot();
+            let Snapshot { index, version } = &mut *snapshot;
+            *version = apply_changes(index, *version, changes, self.dim)?;
         }
+        self.wake_indexer_if_needed();
         Ok(())
     }
+}
+
+/// Applies to `index`, at `version`, the `changes` newer than that, in order; returns the
+/// version reached.
+fn apply_changes(
+    index: &mut SearchIndex,
+    mut version: u64,
+    changes: &[VersionedChange],
+    dim: usize,
+) -> Result<u64, RegistryError> {
+    for VersionedChange {
+        version: at,
+        change,
+    } in changes
+    {
+        if *at <= version {
+            continue;
+        }
+        match change {
+            IndexChange::Enrolled(Some(vp)) => {
+                check_dim(vp, dim)?;
+                index.insert(&vp.voiceprint_id, &vp.artist_id, &vp.embedding);
+            }
+            IndexChange::VoiceprintDeleted(id) => {
+                index.remove(id);
+            }
+            IndexChange::ArtistDeleted(id) => {
+                index.remove_artist(id);
+            }
+            IndexChange::Enrolled(None) | IndexChange::Unchanged => {}
+        }
+        version = *at;
+    }
+    Ok(version)
 }
 
 /// Opens the store at `location`; with `model`, a new store is stamped with it and an

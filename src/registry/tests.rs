@@ -372,3 +372,109 @@ fn the_leftover_of_an_interrupted_purge_is_removed_at_open() {
     assert!(!scratch.exists());
     assert!(registry.find_artist("a").unwrap().is_some());
 }
+
+#[test]
+fn a_rebuild_keeps_the_changes_made_while_it_was_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = index::SearchConfig {
+        approximate_above: 3,
+        build_threads: 1,
+        ..index::SearchConfig::default()
+    };
+    let registry = open(dir.path()).with_search(config);
+    let o = origin("admin", "r");
+    for a in 0..6 {
+        let artist = format!("a{a}");
+        registry.create_artist(&o, &artist, "A").unwrap();
+        registry
+            .enroll(
+                &o,
+                &artist,
+                VoiceprintLabel::Speaking,
+                "",
+                &embedding(a, 0.01),
+            )
+            .unwrap();
+    }
+    assert!(!registry.snapshot().index.is_approximate());
+    let pending = registry
+        .prepare_rebuild()
+        .expect("6 voiceprints are above 3");
+    assert_eq!(pending.rows.ids.len(), 6);
+    // Changes while the graph is built: an enrollment, a voiceprint and an artist deleted.
+    registry.create_artist(&o, "late", "Late").unwrap();
+    let late = registry
+        .enroll(
+            &o,
+            "late",
+            VoiceprintLabel::Speaking,
+            "",
+            &embedding(10, 0.02),
+        )
+        .unwrap();
+    let doomed = registry.voiceprints("a1").unwrap()[0].voiceprint_id.clone();
+    registry.delete_voiceprint(&o, &doomed).unwrap();
+    registry.delete_artist(&o, "a2").unwrap();
+    let built = index::SearchIndex::build(DIM, pending.config, pending.rows, &|_| {});
+    let (replayed, version) = registry.swap_in(built, pending.from).unwrap();
+    assert_eq!(replayed, 4, "an artist, its enrollment, two deletions");
+    assert_eq!(version, registry.version());
+    let snapshot = registry.snapshot();
+    assert!(snapshot.index.is_approximate());
+    assert_eq!(snapshot.index.len(), 5);
+    assert!(snapshot.index.embedding(&doomed).is_none());
+    let hit = &snapshot.index.top_k(&embedding(10, 0.02).vector, 1)[0];
+    assert_eq!(hit.voiceprint_id, late.voiceprint.voiceprint_id);
+    drop(snapshot);
+    registry.verify().unwrap();
+}
+
+#[test]
+fn the_index_builder_switches_to_the_graph_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = index::SearchConfig {
+        approximate_above: 3,
+        build_threads: 1,
+        ..index::SearchConfig::default()
+    };
+    let registry = Arc::new(open(dir.path()).with_search(config));
+    let (tx, rx) = std::sync::mpsc::channel();
+    registry
+        .maintain_index(move |status| {
+            let _ = tx.send(status);
+        })
+        .unwrap();
+    let o = origin("admin", "r");
+    for a in 0..5 {
+        let artist = format!("a{a}");
+        registry.create_artist(&o, &artist, "A").unwrap();
+        registry
+            .enroll(
+                &o,
+                &artist,
+                VoiceprintLabel::Speaking,
+                "",
+                &embedding(a, 0.01),
+            )
+            .unwrap();
+    }
+    let wait = || loop {
+        rx.recv_timeout(Duration::from_secs(120))
+            .expect("the builder reports a rebuild");
+        if !registry.snapshot().index.needs_rebuild() {
+            return registry.index_status();
+        }
+    };
+    let status = wait();
+    assert!(status.approximate);
+    assert_eq!(registry.index_status().voiceprints, 5);
+    registry.verify().unwrap();
+    for a in 0..3 {
+        registry.delete_artist(&o, &format!("a{a}")).unwrap();
+    }
+    let status = wait();
+    assert!(!status.approximate, "2 voiceprints: exact again");
+    assert_eq!(status.voiceprints, 2);
+    assert_eq!(status.deleted, 0);
+    registry.verify().unwrap();
+}

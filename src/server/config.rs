@@ -15,6 +15,7 @@ use crate::encoder::{ModelId, Precision};
 use crate::eval::asnorm::{read_cohort, AsNorm};
 use crate::eval::calibration::Calibration;
 use crate::registry::backend::StoreLocation;
+use crate::registry::index::SearchConfig;
 use crate::registry::postgres::PoolSettings;
 use crate::registry::EnrollmentPolicy;
 use crate::screening::Scoring;
@@ -80,6 +81,8 @@ pub struct ServerConfig {
     pub screening: ScreeningConfig,
     /// Enrollment checks.
     pub enrollment: EnrollmentPolicy,
+    /// How screening searches the registry: exact, or the HNSW graph above a size.
+    pub search: SearchConfig,
     /// AS-Norm of window scores over a cohort.
     pub as_norm: Option<AsNormConfig>,
     /// TLS on the gRPC listener.
@@ -215,6 +218,7 @@ impl Default for ServerConfig {
             inference: InferenceConfig::default(),
             screening: ScreeningConfig::default(),
             enrollment: EnrollmentPolicy::default(),
+            search: SearchConfig::default(),
             calibration: None,
             as_norm: None,
             tls: TlsConfig::default(),
@@ -314,6 +318,7 @@ impl ServerConfig {
                     .into(),
             );
         }
+        self.search.validate().map_err(ConfigError::Invalid)?;
         let t = &self.tls;
         if t.cert.is_some() != t.key.is_some() {
             return invalid("tls.cert and tls.key must be set together".into());
@@ -422,6 +427,45 @@ mod tests {
         let mut cfg = ServerConfig::default();
         cfg.limits.max_concurrent_uploads = 0;
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn the_search_section_is_read_and_checked() {
+        let cfg: ServerConfig = toml::from_str(
+            "[search]
+approximate_above = 0
+ef_search = 200
+",
+        )
+        .unwrap();
+        assert_eq!(cfg.search.approximate_above, 0);
+        assert_eq!(cfg.search.ef_search, 200);
+        assert_eq!(cfg.search.m, SearchConfig::default().m);
+        cfg.validate().unwrap();
+        assert!(toml::from_str::<ServerConfig>(
+            "[search]
+ef = 3
+"
+        )
+        .is_err());
+        for bad in [
+            "[search]
+m = 1
+",
+            "[search]
+ef_search = 0
+",
+            "[search]
+ef_construction = 100000
+",
+            "[search]
+rebuild_deleted_fraction = 1.0
+",
+        ] {
+            let cfg: ServerConfig = toml::from_str(bad).unwrap();
+            let refused = cfg.validate().unwrap_err().to_string();
+            assert!(refused.contains("search."), "{bad}: {refused}");
+        }
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct Metrics {
     registry_artists: IntGauge,
     registry_voiceprints: IntGauge,
     registry_version: IntGauge,
+    search_approximate: IntGauge,
+    search_index_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -221,6 +223,20 @@ impl Metrics {
                     "Version of the loaded voice registry.",
                 ),
             ),
+            search_approximate: register(
+                &registry,
+                IntGauge::new(
+                    "vocalguard_search_index_approximate",
+                    "1 while screening searches the HNSW graph, 0 while it scans every voiceprint.",
+                ),
+            ),
+            search_index_bytes: register(
+                &registry,
+                IntGauge::new(
+                    "vocalguard_search_index_bytes",
+                    "Memory held by the search index (embeddings, graph, ids), estimated.",
+                ),
+            ),
             registry,
         };
         for reason in ["expired", "cancelled"] {
@@ -299,6 +315,13 @@ impl Metrics {
         self.registry_artists.set(saturating_i64(artists));
         self.registry_voiceprints.set(saturating_i64(voiceprints));
         self.registry_version.set(saturating_i64(version));
+    }
+
+    /// Sets the search index gauges.
+    pub fn set_search_index(&self, status: &crate::registry::IndexStatus) {
+        self.search_approximate.set(i64::from(status.approximate));
+        self.search_index_bytes
+            .set(saturating_i64(status.memory_bytes as u64));
     }
 
     /// Every metric in the Prometheus text exposition format, version 0.0.4.

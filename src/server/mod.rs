@@ -273,8 +273,13 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
         StoreLocation::Embedded(dir) => format!("opening the registry in {}", dir.display()),
         StoreLocation::Postgres { .. } => "opening the PostgreSQL registry".to_string(),
     })?;
-    let registry = Arc::new(registry);
+    let registry = Arc::new(registry.with_search(config.search));
     let metrics = Metrics::new();
+    metrics.set_search_index(&registry.index_status());
+    let index_gauges = metrics.clone();
+    registry
+        .maintain_index(move |status| index_gauges.set_search_index(&status))
+        .context("starting the search index builder")?;
     let gauges = metrics.clone();
     registry.follow(move |r| match r.size() {
         Ok((artists, voiceprints)) => gauges.set_registry(artists, voiceprints, r.version()),

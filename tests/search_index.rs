@@ -1,0 +1,247 @@
+//! The approximate search index in a real server: a registry above the threshold is served at
+//! once (exact search) while the HNSW graph is built in the background; changes made during
+//! the build are replayed onto the new index before it is swapped in; enrollments after that
+//! are linked into the graph, and screening with real speech from librispeech-mini finds the
+//! enrolled speakers through it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::grpc::{decision, enroll_first, flac_files, test_other_speakers, Clients};
+use common::server::ServerProcess;
+use vocalguard::encoder::ModelId;
+use vocalguard::proto::ping_service_client::PingServiceClient;
+use vocalguard::proto::{DeleteArtistRequest, PingRequest};
+use vocalguard::registry::audit::{AuditAction, AuditEvent};
+use vocalguard::registry::backend::StoreLocation;
+use vocalguard::registry::dump::Dump;
+use vocalguard::registry::{open_store, Artist, Voiceprint, VoiceprintLabel};
+
+/// Synthetic artists in the registry before the server starts, and voiceprints of each.
+const SYNTHETIC_ARTISTS: usize = 2500;
+const PER_ARTIST: usize = 4;
+const DIM: usize = 256;
+
+/// A registry of random voiceprints (uniform directions, so no real voice comes near them)
+/// with a consistent audit trail.
+fn synthetic_dump(model: ModelId) -> Dump {
+    let mut state = 1u64;
+    let mut gaussian = move || {
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let (u, v) = (next(), next());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    };
+    let mut dump = Dump {
+        model,
+        version: 0,
+        artists: Vec::new(),
+        voiceprints: Vec::new(),
+        authorizations: Vec::new(),
+        audit_events: Vec::new(),
+    };
+    let event = |dump: &mut Dump, action, artist: &str, voiceprint: Option<String>| {
+        dump.version += 1;
+        dump.audit_events.push(AuditEvent {
+            sequence: dump.version,
+            at_unix_ms: 0,
+            actor: "test".into(),
+            request_id: "test".into(),
+            action,
+            artist_id: artist.to_string(),
+            voiceprint_id: voiceprint,
+            party_id: None,
+            registry_version: dump.version,
+        });
+    };
+    for a in 0..SYNTHETIC_ARTISTS {
+        let artist_id = format!("synthetic-{a:05}");
+        dump.artists.push(Artist {
+            artist_id: artist_id.clone(),
+            display_name: format!("Synthetic {a}"),
+            created_at_unix_s: 0,
+        });
+        event(&mut dump, AuditAction::CreateArtist, &artist_id, None);
+        for v in 0..PER_ARTIST {
+            let mut embedding: Vec<f32> = (0..DIM).map(|_| gaussian()).collect();
+            let norm = embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
+            embedding.iter_mut().for_each(|x| *x /= norm);
+            let voiceprint_id = format!("vp-synthetic-{a:05}-{v}");
+            dump.voiceprints.push(Voiceprint {
+                voiceprint_id: voiceprint_id.clone(),
+                artist_id: artist_id.clone(),
+                label: VoiceprintLabel::Speaking,
+                description: String::new(),
+                voiced_s: 10.0,
+                duration_s: 10.0,
+                created_at_unix_s: 0,
+                embedding,
+            });
+            event(
+                &mut dump,
+                AuditAction::EnrollVoiceprint,
+                &artist_id,
+                Some(voiceprint_id),
+            );
+        }
+    }
+    dump
+}
+
+/// The value of one series on the server's metrics page.
+fn metric(addr: &str, name: &str) -> f64 {
+    let mut http = std::net::TcpStream::connect(addr).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    http.read_to_string(&mut page).unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} missing from:\n{page}"))
+        .parse()
+        .unwrap()
+}
+
+/// The number after `key=` in the first log line holding `message`.
+fn logged(log: &str, message: &str, key: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains(message))?;
+    let value = line.split(&format!("{key}=")).nth(1)?;
+    value
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_is_built_in_the_background_keeps_every_change_and_finds_real_voices() {
+    let Some(root) = common::librispeech_mini() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let model = {
+        let probe = ServerProcess::start(&data.path().join("probe"), &[]);
+        let reply = PingServiceClient::connect(probe.url())
+            .await
+            .unwrap()
+            .ping(PingRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        probe.terminate();
+        ModelId {
+            name: reply.model,
+            sha256: reply.model_sha256,
+        }
+    };
+    let dir = data.path().join("registry");
+    let dump = synthetic_dump(model);
+    let loaded_version = dump.version;
+    open_store(&StoreLocation::Embedded(dir.clone()), Some(&dump.model))
+        .unwrap()
+        .load(&dump)
+        .unwrap();
+    drop(dump);
+
+    let server = ServerProcess::start(&dir, &["--approximate-above", "1000"]);
+    let metrics = server.metrics_addr.clone().unwrap();
+    let mut clients = Clients::connect(&server.url()).await;
+    // Right after start: the graph is being built, exact search serves, and changes go on.
+    clients
+        .registry
+        .delete_artist(DeleteArtistRequest {
+            artist_id: "synthetic-00000".into(),
+        })
+        .await
+        .unwrap();
+    let speakers: Vec<_> = test_other_speakers(&root).into_iter().take(2).collect();
+    let (early_speaker, early_files) = &speakers[0];
+    let early = format!("spk-{early_speaker}");
+    clients.create_artist(&early, "Early").await;
+    let (_, early_rest) = enroll_first(&mut clients, &early, early_files, 3).await;
+
+    let until = Instant::now() + Duration::from_secs(600);
+    while !server
+        .log_text()
+        .contains("search index rebuilt and swapped in")
+    {
+        assert!(
+            Instant::now() < until,
+            "the graph was never swapped in:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = server.log_text();
+    let built_from = logged(
+        &log,
+        "building the search index in the background",
+        "registry_version",
+    )
+    .expect("the build's starting version is logged");
+    let replayed = logged(
+        &log,
+        "search index rebuilt and swapped in",
+        "replayed_changes",
+    )
+    .expect("the replayed changes are logged");
+    eprintln!("graph built from version {built_from}; {replayed} changes replayed at the swap");
+    if built_from == loaded_version {
+        assert!(
+            replayed >= 1,
+            "the deletion came after the copy, so the swap must replay it"
+        );
+    }
+    assert_eq!(metric(&metrics, "vocalguard_search_index_approximate"), 1.0);
+
+    // After the swap: enrollments are linked into the graph.
+    let (late_speaker, late_files) = &speakers[1];
+    let late = format!("spk-{late_speaker}");
+    clients.create_artist(&late, "Late").await;
+    let (_, late_rest) = enroll_first(&mut clients, &late, late_files, 3).await;
+    let expected = (SYNTHETIC_ARTISTS - 1) * PER_ARTIST + 6;
+    assert_eq!(
+        metric(&metrics, "vocalguard_registry_voiceprints"),
+        expected as f64,
+        "the deleted artist's voiceprints are gone and both speakers' are there"
+    );
+
+    for (artist, rest) in [(&early, &early_rest), (&late, &late_rest)] {
+        let mut matched = 0;
+        for file in rest.iter().take(3) {
+            let r = clients.screen(file, "uploader-unknown").await;
+            if r.voiced_s < r.thresholds.as_ref().unwrap().min_voiced_s as f64 {
+                continue;
+            }
+            assert_eq!(
+                decision(&r),
+                "DECISION_UNAUTHORIZED_MATCH",
+                "{}: {}",
+                file.display(),
+                r.explanation
+            );
+            assert_eq!(r.matches[0].artist_id, *artist);
+            matched += 1;
+        }
+        assert!(
+            matched >= 2,
+            "only {matched} held-out tracks of {artist} had enough voice"
+        );
+    }
+    for file in flac_files(&root.join("train-clean-100")).iter().take(4) {
+        let r = clients.screen(file, "uploader-unknown").await;
+        assert!(
+            r.matches.iter().all(|m| !m.matched),
+            "a never-enrolled speaker matched: {}: {}",
+            file.display(),
+            r.explanation
+        );
+    }
+    server.terminate();
+}
