@@ -356,7 +356,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let server = ServerProcess::start(dir.path(), &[]);
     let pid = server.child.id();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = ServerConfig::default().workers();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
