@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use common::grpc::{decision, enroll_first, flac_files, test_other_speakers, Clients};
-use common::server::ServerProcess;
+use common::server::{metric, ServerProcess};
 use vocalguard::proto::ScreenResponse;
 
 /// Speakers enrolled, references each, and tracks screened.
@@ -33,27 +32,6 @@ async fn enroll(clients: &mut Clients, data: &std::path::Path) -> Vec<PathBuf> {
     tracks
 }
 
-/// The server's metrics page.
-fn metrics(server: &ServerProcess) -> String {
-    let addr = server.metrics_addr.clone().expect("metrics address");
-    let mut http = std::net::TcpStream::connect(addr).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut page = String::new();
-    http.read_to_string(&mut page).unwrap();
-    page
-}
-
-/// The value of the metrics line starting with `series `.
-fn metric(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in\n{page}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_screenings_sharing_encoder_passes_get_the_answers_of_tracks_alone() {
     let Some(data) = common::librispeech_mini() else {
@@ -66,7 +44,10 @@ async fn concurrent_screenings_sharing_encoder_passes_get_the_answers_of_tracks_
     let mut clients = Clients::connect(&batched.url()).await;
     let tracks = enroll(&mut clients, &data).await;
     assert_eq!(tracks.len(), TRACKS);
-    let passes_before = metric(&metrics(&batched), "vocalguard_encoder_pass_callers_count");
+    let passes_before = metric(
+        &batched.metrics_page(),
+        "vocalguard_encoder_pass_callers_count",
+    );
     let calls: Vec<_> = tracks
         .iter()
         .map(|track| {
@@ -83,7 +64,7 @@ async fn concurrent_screenings_sharing_encoder_passes_get_the_answers_of_tracks_
     for call in calls {
         together.push(call.await.unwrap());
     }
-    let page = metrics(&batched);
+    let page = batched.metrics_page();
     let passes = metric(&page, "vocalguard_encoder_pass_callers_count") - passes_before;
     let alone_passes = metric(&page, "vocalguard_encoder_pass_callers_bucket{le=\"1\"}");
     assert!(passes >= 1.0, "{page}");
@@ -117,7 +98,7 @@ async fn concurrent_screenings_sharing_encoder_passes_get_the_answers_of_tracks_
     assert!(together
         .iter()
         .any(|r| decision(r) == "DECISION_UNAUTHORIZED_MATCH"));
-    let page = metrics(&single);
+    let page = single.metrics_page();
     assert_eq!(
         metric(&page, "vocalguard_encoder_pass_callers_count"),
         0.0,

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::grpc::{decision, enroll_first, flac_files, test_other_speakers, Clients};
-use common::server::ServerProcess;
+use common::server::{metric, ServerProcess};
 use vocalguard::encoder::ModelId;
 use vocalguard::proto::ping_service_client::PingServiceClient;
 use vocalguard::proto::{DeleteArtistRequest, PingRequest};
@@ -94,20 +93,6 @@ fn synthetic_dump(model: ModelId) -> Dump {
     dump
 }
 
-/// The value of one series on the server's metrics page.
-fn metric(addr: &str, name: &str) -> f64 {
-    let mut http = std::net::TcpStream::connect(addr).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut page = String::new();
-    http.read_to_string(&mut page).unwrap();
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} missing from:\n{page}"))
-        .parse()
-        .unwrap()
-}
-
 /// The number after `key=` in the first log line holding `message`.
 fn logged(log: &str, message: &str, key: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains(message))?;
@@ -150,7 +135,6 @@ async fn the_graph_is_built_in_the_background_keeps_every_change_and_finds_real_
     drop(dump);
 
     let server = ServerProcess::start(&dir, &["--approximate-above", "1000"]);
-    let metrics = server.metrics_addr.clone().unwrap();
     let mut clients = Clients::connect(&server.url()).await;
     // Right after start: the graph is being built, exact search serves, and changes go on.
     clients
@@ -198,7 +182,13 @@ async fn the_graph_is_built_in_the_background_keeps_every_change_and_finds_real_
             "the deletion came after the copy, so the swap must replay it"
         );
     }
-    assert_eq!(metric(&metrics, "vocalguard_search_index_approximate"), 1.0);
+    assert_eq!(
+        metric(
+            &server.metrics_page(),
+            "vocalguard_search_index_approximate"
+        ),
+        1.0
+    );
 
     // After the swap: enrollments are linked into the graph.
     let (late_speaker, late_files) = &speakers[1];
@@ -207,7 +197,7 @@ async fn the_graph_is_built_in_the_background_keeps_every_change_and_finds_real_
     let (_, late_rest) = enroll_first(&mut clients, &late, late_files, 3).await;
     let expected = (SYNTHETIC_ARTISTS - 1) * PER_ARTIST + 6;
     assert_eq!(
-        metric(&metrics, "vocalguard_registry_voiceprints"),
+        metric(&server.metrics_page(), "vocalguard_registry_voiceprints"),
         expected as f64,
         "the deleted artist's voiceprints are gone and both speakers' are there"
     );

@@ -77,38 +77,60 @@ impl Panels {
         bias: &[f32],
         out: &mut [f32],
     ) {
-        for start in (0..self.width).step_by(PANEL) {
-            let cols = PANEL.min(self.width - start);
-            let panel = self.data[start * self.depth..].as_ptr();
-            let mut row = 0;
-            while row < rows {
-                let tile_rows = TILE_ROWS.min(rows - row);
-                let t = Tile {
-                    a: a[row * lda..].as_ptr(),
-                    lda,
-                    depth,
-                    panel,
-                    panel_width: cols,
-                    bias: bias[start..].as_ptr(),
-                    out: out[row * self.width + start..].as_mut_ptr(),
-                    ldo: self.width,
+        let width = self.width;
+        for_each_tile(rows, width, |row, start, cols| Tile {
+            a: a[row * lda..].as_ptr(),
+            lda,
+            depth,
+            panel: self.data[start * self.depth..].as_ptr(),
+            panel_width: cols,
+            bias: bias[start..].as_ptr(),
+            out: out[row * width + start..].as_mut_ptr(),
+            ldo: width,
+        });
+    }
+}
+
+/// An output tile of one of the kernels.
+trait TileKernel {
+    /// Computes `R` rows × `V` vectors of output.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's features, and the tile's pointers cover its rows and columns.
+    unsafe fn run<const R: usize, const V: usize>(&self);
+}
+
+/// Runs the tile `make(row, start, cols)` for every block of up to [`TILE_ROWS`] of `rows`
+/// rows and every panel of `width` columns.
+///
+/// # Safety
+/// As for [`TileKernel::run`], for every tile `make` returns.
+unsafe fn for_each_tile<T: TileKernel>(
+    rows: usize,
+    width: usize,
+    mut make: impl FnMut(usize, usize, usize) -> T,
+) {
+    for start in (0..width).step_by(PANEL) {
+        let cols = PANEL.min(width - start);
+        let mut row = 0;
+        while row < rows {
+            let tile_rows = TILE_ROWS.min(rows - row);
+            let t = make(row, start, cols);
+            macro_rules! dispatch {
+                ($($r:literal),*) => {
+                    match (tile_rows, cols / LANES) {
+                        $(
+                            ($r, 4) => t.run::<$r, 4>(),
+                            ($r, 3) => t.run::<$r, 3>(),
+                            ($r, 2) => t.run::<$r, 2>(),
+                            ($r, 1) => t.run::<$r, 1>(),
+                        )*
+                        _ => unreachable!("tile shape"),
+                    }
                 };
-                macro_rules! dispatch {
-                    ($($r:literal),*) => {
-                        match (tile_rows, cols / LANES) {
-                            $(
-                                ($r, 4) => t.run::<$r, 4>(),
-                                ($r, 3) => t.run::<$r, 3>(),
-                                ($r, 2) => t.run::<$r, 2>(),
-                                ($r, 1) => t.run::<$r, 1>(),
-                            )*
-                            _ => unreachable!("tile shape"),
-                        }
-                    };
-                }
-                dispatch!(1, 2, 3, 4, 5, 6);
-                row += tile_rows;
             }
+            dispatch!(1, 2, 3, 4, 5, 6);
+            row += tile_rows;
         }
     }
 }
@@ -125,8 +147,7 @@ struct Tile {
     ldo: usize,
 }
 
-impl Tile {
-    /// Computes `R` rows × `V` vectors of output.
+impl TileKernel for Tile {
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn run<const R: usize, const V: usize>(&self) {
@@ -254,39 +275,17 @@ impl PanelsBf16 {
                 _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed);
             }
         }
-        for start in (0..self.width).step_by(PANEL) {
-            let cols = PANEL.min(self.width - start);
-            let panel = self.data[start * self.depth..].as_ptr();
-            let mut row = 0;
-            while row < rows {
-                let tile_rows = TILE_ROWS.min(rows - row);
-                let t = TileBf16 {
-                    a: scratch[row * stride..].as_ptr(),
-                    lda: stride,
-                    pairs: depth / 2,
-                    panel,
-                    panel_width: cols,
-                    bias: bias[start..].as_ptr(),
-                    out: out[row * self.width + start..].as_mut_ptr(),
-                    ldo: self.width,
-                };
-                macro_rules! dispatch {
-                    ($($r:literal),*) => {
-                        match (tile_rows, cols / LANES) {
-                            $(
-                                ($r, 4) => t.run::<$r, 4>(),
-                                ($r, 3) => t.run::<$r, 3>(),
-                                ($r, 2) => t.run::<$r, 2>(),
-                                ($r, 1) => t.run::<$r, 1>(),
-                            )*
-                            _ => unreachable!("tile shape"),
-                        }
-                    };
-                }
-                dispatch!(1, 2, 3, 4, 5, 6);
-                row += tile_rows;
-            }
-        }
+        let width = self.width;
+        for_each_tile(rows, width, |row, start, cols| TileBf16 {
+            a: scratch[row * stride..].as_ptr(),
+            lda: stride,
+            pairs: depth / 2,
+            panel: self.data[start * self.depth..].as_ptr(),
+            panel_width: cols,
+            bias: bias[start..].as_ptr(),
+            out: out[row * width + start..].as_mut_ptr(),
+            ldo: width,
+        });
     }
 }
 
@@ -312,8 +311,7 @@ struct TileBf16 {
     ldo: usize,
 }
 
-impl TileBf16 {
-    /// Computes `R` rows × `V` vectors of output.
+impl TileKernel for TileBf16 {
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[inline]
     unsafe fn run<const R: usize, const V: usize>(&self) {

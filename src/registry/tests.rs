@@ -373,6 +373,23 @@ fn the_leftover_of_an_interrupted_purge_is_removed_at_open() {
     assert!(registry.find_artist("a").unwrap().is_some());
 }
 
+/// Creates artists `a0`… `a{n-1}` with one voiceprint each along their own axis.
+fn enroll_artists(registry: &Registry, o: &Origin, n: usize) {
+    for a in 0..n {
+        let artist = format!("a{a}");
+        registry.create_artist(o, &artist, "A").unwrap();
+        registry
+            .enroll(
+                o,
+                &artist,
+                VoiceprintLabel::Speaking,
+                "",
+                &embedding(a, 0.01),
+            )
+            .unwrap();
+    }
+}
+
 #[test]
 fn a_rebuild_keeps_the_changes_made_while_it_was_built() {
     let dir = tempfile::tempdir().unwrap();
@@ -383,19 +400,7 @@ fn a_rebuild_keeps_the_changes_made_while_it_was_built() {
     };
     let registry = open(dir.path()).with_search(config);
     let o = origin("admin", "r");
-    for a in 0..6 {
-        let artist = format!("a{a}");
-        registry.create_artist(&o, &artist, "A").unwrap();
-        registry
-            .enroll(
-                &o,
-                &artist,
-                VoiceprintLabel::Speaking,
-                "",
-                &embedding(a, 0.01),
-            )
-            .unwrap();
-    }
+    enroll_artists(&registry, &o, 6);
     assert!(!registry.snapshot().index.is_approximate());
     let pending = registry
         .prepare_rebuild()
@@ -445,19 +450,7 @@ fn the_index_builder_switches_to_the_graph_and_back() {
         })
         .unwrap();
     let o = origin("admin", "r");
-    for a in 0..5 {
-        let artist = format!("a{a}");
-        registry.create_artist(&o, &artist, "A").unwrap();
-        registry
-            .enroll(
-                &o,
-                &artist,
-                VoiceprintLabel::Speaking,
-                "",
-                &embedding(a, 0.01),
-            )
-            .unwrap();
-    }
+    enroll_artists(&registry, &o, 5);
     let wait = || loop {
         rx.recv_timeout(Duration::from_secs(120))
             .expect("the builder reports a rebuild");

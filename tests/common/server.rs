@@ -99,6 +99,29 @@ impl ServerProcess {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// The server's Prometheus page (`GET /metrics`).
+    pub fn metrics_page(&self) -> String {
+        use std::io::{Read, Write};
+        let addr = self.metrics_addr.clone().expect("metrics address");
+        let mut http = std::net::TcpStream::connect(addr).unwrap();
+        http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        http.read_to_string(&mut page).unwrap();
+        page
+    }
+}
+
+/// The value of the line of a metrics page that starts with `series ` (a name with its
+/// labels, exactly as rendered).
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{page}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 impl Drop for ServerProcess {
