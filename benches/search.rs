@@ -20,22 +20,25 @@
 //! ```
 //!
 //! Environment: `VOCALGUARD_SEARCH_SIZES` (default 10000,100000,1000000),
-//! `VOCALGUARD_SEARCH_EF` (default 32,64,128,200), `VOCALGUARD_SEARCH_QUERIES` (per kind,
+//! `VOCALGUARD_SEARCH_EF` (default 128,256,384,512; the server searches at 384), `VOCALGUARD_SEARCH_QUERIES` (per kind,
 //! default 500), `VOCALGUARD_SEARCH_BUILD_THREADS` (default 1 and all cores; 1 is skipped
 //! above 100,000), `VOCALGUARD_SEARCH_M` and `VOCALGUARD_SEARCH_EF_CONSTRUCTION` (default:
 //! the server's), `VOCALGUARD_SEARCH_STARTUP` (0 skips the start-up part). Each result is a
 //! JSON line; a summary follows.
+
+/// The test suite's synthetic registries.
+#[path = "../tests/common/synthetic.rs"]
+mod synthetic;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vocalguard::encoder::ModelId;
-use vocalguard::registry::audit::{AuditAction, AuditEvent};
 use vocalguard::registry::backend::StoreLocation;
 use vocalguard::registry::dump::Dump;
 use vocalguard::registry::index::{Rows, SearchConfig, SearchIndex};
-use vocalguard::registry::{open_store, Artist, Voiceprint, VoiceprintLabel};
+use vocalguard::registry::open_store;
 
 const DIM: usize = 256;
 
@@ -484,58 +487,12 @@ fn stop(mut child: std::process::Child) {
 fn dump(model: ModelId, size: usize) -> Dump {
     let mut noise = Noise(42);
     let voices = Voices::new(DIM, &mut noise);
-    let mut d = Dump {
-        model,
-        version: 0,
-        artists: Vec::new(),
-        voiceprints: Vec::new(),
-        authorizations: Vec::new(),
-        audit_events: Vec::new(),
-    };
-    let event = |d: &mut Dump, action, artist: &str, voiceprint: Option<String>| {
-        d.version += 1;
-        d.audit_events.push(AuditEvent {
-            sequence: d.version,
-            at_unix_ms: 0,
-            actor: "bench".into(),
-            request_id: "bench".into(),
-            action,
-            artist_id: artist.to_string(),
-            voiceprint_id: voiceprint,
-            party_id: None,
-            registry_version: d.version,
-        });
-    };
-    for a in 0..size.div_ceil(4) {
-        let artist_id = format!("artist-{a:06}");
-        d.artists.push(Artist {
-            artist_id: artist_id.clone(),
-            display_name: format!("Artist {a}"),
-            created_at_unix_s: 0,
-        });
-        event(&mut d, AuditAction::CreateArtist, &artist_id, None);
+    synthetic::synthetic_dump(model, "artist", size.div_ceil(4), |a| {
         let centre = voices.speaker(&mut noise);
-        for v in 0..4.min(size - a * 4) {
-            let voiceprint_id = format!("vp-{a:06}-{v}");
-            d.voiceprints.push(Voiceprint {
-                voiceprint_id: voiceprint_id.clone(),
-                artist_id: artist_id.clone(),
-                label: VoiceprintLabel::Singing,
-                description: String::new(),
-                voiced_s: 10.0,
-                duration_s: 12.0,
-                created_at_unix_s: 0,
-                embedding: voices.recording(&centre, &mut noise),
-            });
-            event(
-                &mut d,
-                AuditAction::EnrollVoiceprint,
-                &artist_id,
-                Some(voiceprint_id),
-            );
-        }
-    }
-    d
+        (0..4.min(size - a * 4))
+            .map(|_| voices.recording(&centre, &mut noise))
+            .collect()
+    })
 }
 
 fn startup(summary: &mut Vec<String>) {
@@ -589,7 +546,7 @@ fn main() {
         return;
     }
     let sizes = env_list("VOCALGUARD_SEARCH_SIZES", "10000,100000,1000000");
-    let efs = env_list("VOCALGUARD_SEARCH_EF", "32,64,128,200");
+    let efs = env_list("VOCALGUARD_SEARCH_EF", "128,256,384,512");
     let per_kind = env_list("VOCALGUARD_SEARCH_QUERIES", "500")[0];
     let threads = env_list("VOCALGUARD_SEARCH_BUILD_THREADS", "1,0");
     let mut summary = vec![format!(

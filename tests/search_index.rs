@@ -13,10 +13,9 @@ use common::server::{metric, ServerProcess};
 use vocalguard::encoder::ModelId;
 use vocalguard::proto::ping_service_client::PingServiceClient;
 use vocalguard::proto::{DeleteArtistRequest, PingRequest};
-use vocalguard::registry::audit::{AuditAction, AuditEvent};
 use vocalguard::registry::backend::StoreLocation;
 use vocalguard::registry::dump::Dump;
-use vocalguard::registry::{open_store, Artist, Voiceprint, VoiceprintLabel};
+use vocalguard::registry::open_store;
 
 /// Synthetic artists in the registry before the server starts, and voiceprints of each.
 const SYNTHETIC_ARTISTS: usize = 2500;
@@ -37,60 +36,16 @@ fn synthetic_dump(model: ModelId) -> Dump {
         let (u, v) = (next(), next());
         ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
     };
-    let mut dump = Dump {
-        model,
-        version: 0,
-        artists: Vec::new(),
-        voiceprints: Vec::new(),
-        authorizations: Vec::new(),
-        audit_events: Vec::new(),
-    };
-    let event = |dump: &mut Dump, action, artist: &str, voiceprint: Option<String>| {
-        dump.version += 1;
-        dump.audit_events.push(AuditEvent {
-            sequence: dump.version,
-            at_unix_ms: 0,
-            actor: "test".into(),
-            request_id: "test".into(),
-            action,
-            artist_id: artist.to_string(),
-            voiceprint_id: voiceprint,
-            party_id: None,
-            registry_version: dump.version,
-        });
-    };
-    for a in 0..SYNTHETIC_ARTISTS {
-        let artist_id = format!("synthetic-{a:05}");
-        dump.artists.push(Artist {
-            artist_id: artist_id.clone(),
-            display_name: format!("Synthetic {a}"),
-            created_at_unix_s: 0,
-        });
-        event(&mut dump, AuditAction::CreateArtist, &artist_id, None);
-        for v in 0..PER_ARTIST {
-            let mut embedding: Vec<f32> = (0..DIM).map(|_| gaussian()).collect();
-            let norm = embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
-            embedding.iter_mut().for_each(|x| *x /= norm);
-            let voiceprint_id = format!("vp-synthetic-{a:05}-{v}");
-            dump.voiceprints.push(Voiceprint {
-                voiceprint_id: voiceprint_id.clone(),
-                artist_id: artist_id.clone(),
-                label: VoiceprintLabel::Speaking,
-                description: String::new(),
-                voiced_s: 10.0,
-                duration_s: 10.0,
-                created_at_unix_s: 0,
-                embedding,
-            });
-            event(
-                &mut dump,
-                AuditAction::EnrollVoiceprint,
-                &artist_id,
-                Some(voiceprint_id),
-            );
-        }
-    }
-    dump
+    common::synthetic::synthetic_dump(model, "synthetic", SYNTHETIC_ARTISTS, |_| {
+        (0..PER_ARTIST)
+            .map(|_| {
+                let mut embedding: Vec<f32> = (0..DIM).map(|_| gaussian()).collect();
+                let norm = embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
+                embedding.iter_mut().for_each(|x| *x /= norm);
+                embedding
+            })
+            .collect()
+    })
 }
 
 /// The number after `key=` in the first log line holding `message`.
@@ -140,7 +95,7 @@ async fn the_graph_is_built_in_the_background_keeps_every_change_and_finds_real_
     clients
         .registry
         .delete_artist(DeleteArtistRequest {
-            artist_id: "synthetic-00000".into(),
+            artist_id: "synthetic-000000".into(),
         })
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 pub mod grpc;
 pub mod postgres;
 pub mod server;
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
