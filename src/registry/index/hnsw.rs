@@ -9,6 +9,9 @@
 //! atomics so that several threads can insert at once while building: a list is written under
 //! its node's lock and read without one (a reader may see a list mid-update, which only makes
 //! that one step of an approximate search less informed: every id in a list is a valid node).
+//!
+//! Searches walk the graph on the nodes' int8 codes ([`Codes`]), loading each step's unseen
+//! neighbours ahead of scoring them, and re-score what they keep from the f32 rows.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -18,6 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rayon::prelude::*;
 
+use super::codes::Codes;
 use super::exact::{dot, Scored};
 
 /// The graph's tuning.
@@ -49,6 +53,14 @@ impl Vectors<'_> {
     fn score(&self, query: &[f32], node: u32) -> Scored {
         Scored(dot(query, self.row(node)), node)
     }
+
+    /// `found` re-scored exactly, best first.
+    fn rescore(&self, query: &[f32], found: &mut [Scored]) {
+        for s in found.iter_mut() {
+            *s = self.score(query, s.1);
+        }
+        found.sort_by(|a, b| b.cmp(a));
+    }
 }
 
 /// No entry point yet.
@@ -67,6 +79,8 @@ pub struct Hnsw {
     m0: usize,
     level_scale: f64,
     levels: Vec<u8>,
+    /// The nodes' rows as int8 codes, which searches walk on.
+    codes: Codes,
     /// Bottom layer: `m0 + 1` words per node, the count then the neighbours.
     links0: Vec<AtomicU32>,
     /// Upper layers of each node: `m + 1` words per level above 0.
@@ -100,6 +114,7 @@ impl Clone for Hnsw {
             m0: self.m0,
             level_scale: self.level_scale,
             levels: self.levels.clone(),
+            codes: self.codes.clone(),
             links0: copy(&self.links0),
             upper: self.upper.iter().map(|u| copy(u).into()).collect(),
             entry: AtomicU64::new(self.entry.load(Relaxed)),
@@ -126,14 +141,15 @@ fn mix(mut x: u64) -> u64 {
 }
 
 impl Hnsw {
-    /// An empty graph.
-    pub fn new(params: Params) -> Self {
+    /// An empty graph over `dim`-long rows.
+    pub fn new(params: Params, dim: usize) -> Self {
         let m = params.m.max(2);
         Self {
             params: Params { m, ..params },
             m0: 2 * m,
             level_scale: 1.0 / (m as f64).ln(),
             levels: Vec::new(),
+            codes: Codes::new(dim),
             links0: Vec::new(),
             upper: Vec::new(),
             entry: AtomicU64::new(NO_ENTRY),
@@ -152,10 +168,10 @@ impl Hnsw {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Self {
         let n = vectors.rows.len() / vectors.dim;
-        let mut graph = Self::new(params);
+        let mut graph = Self::new(params, vectors.dim);
         graph.reserve(n);
         for node in 0..n {
-            graph.push_node(node as u32);
+            graph.push_node(node as u32, vectors.row(node as u32));
         }
         let done = AtomicUsize::new(0);
         let insert = |node: usize| {
@@ -182,6 +198,7 @@ impl Hnsw {
     /// Makes room for `additional` more nodes.
     pub fn reserve(&mut self, additional: usize) {
         self.levels.reserve(additional);
+        self.codes.reserve(additional);
         self.links0.reserve(additional * (self.m0 + 1));
         self.upper.reserve(additional);
     }
@@ -191,8 +208,9 @@ impl Hnsw {
         self.levels.len()
     }
 
-    /// Adds node `node` (the next id) without links; [`Hnsw::insert`] links it.
-    pub fn push_node(&mut self, node: u32) {
+    /// Adds node `node` (the next id), whose row is `row`, without links; [`Hnsw::insert`]
+    /// links it.
+    pub fn push_node(&mut self, node: u32, row: &[f32]) {
         assert_eq!(
             node as usize,
             self.levels.len(),
@@ -200,6 +218,7 @@ impl Hnsw {
         );
         let level = self.level_of(node);
         self.levels.push(level);
+        self.codes.push(row);
         self.links0.extend((0..=self.m0).map(|_| AtomicU32::new(0)));
         let words = usize::from(level) * (self.params.m + 1);
         self.upper
@@ -219,6 +238,7 @@ impl Hnsw {
     pub fn memory_bytes(&self) -> usize {
         let word = std::mem::size_of::<AtomicU32>();
         self.levels.capacity()
+            + self.codes.memory_bytes()
             + self.links0.capacity() * word
             + self.upper.capacity() * std::mem::size_of::<Box<[AtomicU32]>>()
             + self.upper.iter().map(|u| u.len() * word).sum::<usize>()
@@ -277,15 +297,14 @@ impl Hnsw {
             None
         };
         let query = vectors.row(node);
-        let mut nearest = vectors.score(query, entry);
+        let mut nearest = self.score(query, entry);
         for l in (level + 1..=top).rev() {
-            nearest = self.greedy(vectors, query, nearest, l);
+            nearest = self.greedy(query, nearest, l);
         }
         VISITED.with_borrow_mut(|visited| {
             let mut entries = vec![nearest];
             for l in (0..=level.min(top)).rev() {
-                let found = self.search_layer(
-                    vectors,
+                let mut found = self.search_layer(
                     query,
                     &entries,
                     self.params.ef_construction,
@@ -293,6 +312,7 @@ impl Hnsw {
                     visited,
                     &|n| n != node && live(n),
                 );
+                vectors.rescore(query, &mut found);
                 let chosen = self.select(vectors, &found, self.params.m);
                 {
                     let _g = self.stripe(node);
@@ -313,6 +333,7 @@ impl Hnsw {
 
     /// Unlinks deleted node `node` (see the module's description); `live` tells which nodes
     /// are not deleted, `node` among them no longer.
+    /// Its code is zeroed, so that walks no longer head for it.
     pub fn unlink(&mut self, vectors: Vectors<'_>, node: u32, live: &dyn Fn(u32) -> bool) {
         let level = usize::from(self.levels[node as usize]);
         for l in 0..=level {
@@ -336,6 +357,7 @@ impl Hnsw {
             }
             self.set_neighbours(node, l, &[]);
         }
+        self.codes.erase(node);
         if self.entry().map(|(e, _)| e) == Some(node) {
             let next = (0..self.levels.len() as u32)
                 .filter(|&n| live(n))
@@ -401,13 +423,18 @@ impl Hnsw {
         kept
     }
 
-    /// Greedy walk at `level` from `from` to a local best.
-    fn greedy(&self, vectors: Vectors<'_>, query: &[f32], from: Scored, level: usize) -> Scored {
+    /// The approximate score of `node` against `query`, from its code.
+    fn score(&self, query: &[f32], node: u32) -> Scored {
+        Scored(self.codes.score(query, node), node)
+    }
+
+    /// Greedy walk at `level` from `from` to a local best, on the codes.
+    fn greedy(&self, query: &[f32], from: Scored, level: usize) -> Scored {
         let mut best = from;
         loop {
             let mut moved = false;
             for n in self.neighbours(best.1, level) {
-                let s = vectors.score(query, n);
+                let s = self.score(query, n);
                 if s.0 > best.0 {
                     best = s;
                     moved = true;
@@ -419,12 +446,11 @@ impl Hnsw {
         }
     }
 
-    /// Best-first search at `level` from `entries`, keeping the `ef` best nodes `keep`
-    /// accepts (the others are still walked through); best first.
-    #[allow(clippy::too_many_arguments)]
+    /// Best-first search at `level` from `entries` on the codes, keeping the `ef` best nodes
+    /// `keep` accepts (the others are still walked through); best first, with approximate
+    /// scores.
     fn search_layer(
         &self,
-        vectors: Vectors<'_>,
         query: &[f32],
         entries: &[Scored],
         ef: usize,
@@ -457,11 +483,16 @@ impl Hnsw {
             if current.0 < floor(&results) {
                 break;
             }
+            let mut fresh = std::mem::take(&mut visited.fresh);
+            fresh.clear();
             for n in self.neighbours(current.1, level) {
-                if !visited.mark(n) {
-                    continue;
+                if visited.mark(n) {
+                    self.codes.prefetch(n);
+                    fresh.push(n);
                 }
-                let s = vectors.score(query, n);
+            }
+            for &n in &fresh {
+                let s = self.score(query, n);
                 if s.0 > floor(&results) {
                     candidates.push(s);
                     if keep(n) {
@@ -472,6 +503,7 @@ impl Hnsw {
                     }
                 }
             }
+            visited.fresh = fresh;
         }
         let mut out: Vec<Scored> = results.into_iter().map(|r| r.0).collect();
         out.sort_by(|a, b| b.cmp(a));
@@ -479,7 +511,8 @@ impl Hnsw {
     }
 
     /// The `k` nodes nearest to `query` among those `keep` accepts, searching `ef` wide
-    /// (at least `k`); best first.
+    /// (at least `k`) on the codes, then re-scoring the `ef` found from `vectors`; best
+    /// first, with exact scores.
     pub fn search(
         &self,
         vectors: Vectors<'_>,
@@ -494,13 +527,14 @@ impl Hnsw {
         if k == 0 {
             return Vec::new();
         }
-        let mut nearest = vectors.score(query, entry);
+        let mut nearest = self.score(query, entry);
         for l in (1..=top).rev() {
-            nearest = self.greedy(vectors, query, nearest, l);
+            nearest = self.greedy(query, nearest, l);
         }
         let mut found = VISITED.with_borrow_mut(|visited| {
-            self.search_layer(vectors, query, &[nearest], ef.max(k), 0, visited, keep)
+            self.search_layer(query, &[nearest], ef.max(k), 0, visited, keep)
         });
+        vectors.rescore(query, &mut found);
         found.truncate(k);
         found
     }
@@ -516,6 +550,8 @@ thread_local! {
 struct Visited {
     marks: Vec<u32>,
     stamp: u32,
+    /// The unseen neighbours of the node being expanded.
+    fresh: Vec<u32>,
 }
 
 impl Visited {

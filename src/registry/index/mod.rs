@@ -5,6 +5,7 @@
 //! [`Registry::maintain_index`](super::Registry::maintain_index)) and updated with every
 //! change once built. Enrollment checks always scan exactly.
 
+mod codes;
 pub mod exact;
 pub mod hnsw;
 #[cfg(test)]
@@ -316,7 +317,7 @@ impl SearchIndex {
         self.artist_of.push(artist);
         self.rows.extend_from_slice(embedding);
         if let Some(graph) = &mut self.graph {
-            graph.push_node(slot);
+            graph.push_node(slot, embedding);
             let voiceprints = &self.voiceprints;
             let vectors = Vectors {
                 rows: &self.rows,
