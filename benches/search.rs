@@ -20,7 +20,8 @@
 //! ```
 //!
 //! Environment: `VOCALGUARD_SEARCH_SIZES` (default 10000,100000,1000000),
-//! `VOCALGUARD_SEARCH_EF` (default 128,256,384,512; the server searches at 384), `VOCALGUARD_SEARCH_QUERIES` (per kind,
+//! `VOCALGUARD_SEARCH_EF` (default 384,768,1024,1536; the server searches at 1024),
+//! `VOCALGUARD_SEARCH_QUERIES` (per kind,
 //! default 500), `VOCALGUARD_SEARCH_BUILD_THREADS` (default 1 and all cores; 1 is skipped
 //! above 100,000), `VOCALGUARD_SEARCH_M` and `VOCALGUARD_SEARCH_EF_CONSTRUCTION` (default:
 //! the server's), `VOCALGUARD_SEARCH_STARTUP` (0 skips the start-up part). Each result is a
@@ -546,7 +547,7 @@ fn main() {
         return;
     }
     let sizes = env_list("VOCALGUARD_SEARCH_SIZES", "10000,100000,1000000");
-    let efs = env_list("VOCALGUARD_SEARCH_EF", "128,256,384,512");
+    let efs = env_list("VOCALGUARD_SEARCH_EF", "384,768,1024,1536");
     let per_kind = env_list("VOCALGUARD_SEARCH_QUERIES", "500")[0];
     let threads = env_list("VOCALGUARD_SEARCH_BUILD_THREADS", "1,0");
     let mut summary = vec![format!(

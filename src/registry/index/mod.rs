@@ -56,8 +56,8 @@ impl Default for SearchConfig {
         Self {
             approximate_above: 50_000,
             m: 32,
-            ef_construction: 100,
-            ef_search: 384,
+            ef_construction: 200,
+            ef_search: 1024,
             rebuild_deleted_fraction: 0.25,
             build_threads: 0,
         }
@@ -435,10 +435,14 @@ impl SearchIndex {
     pub fn top_k(&self, query: &[f32], k: usize) -> Vec<Hit> {
         match &self.graph {
             Some(graph) => {
-                let found =
-                    graph.search(self.vectors(), query, k, self.config.ef_search, &|slot| {
-                        self.live(slot)
-                    });
+                let live = |slot| self.live(slot);
+                let everything = |_| true;
+                let keep: &dyn Fn(u32) -> bool = if self.deleted == 0 {
+                    &everything
+                } else {
+                    &live
+                };
+                let found = graph.search(self.vectors(), query, k, self.config.ef_search, keep);
                 self.hits(found)
             }
             None => self.top_k_exact(query, k),
