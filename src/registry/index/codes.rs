@@ -7,6 +7,10 @@
 
 use std::sync::OnceLock;
 
+use super::exact::dot_portable_of;
+#[cfg(target_arch = "x86_64")]
+use super::exact::sum_lanes;
+
 /// A kernel: the dot product of an f32 query with an int8 code.
 type Kernel = fn(&[f32], &[i8]) -> f32;
 
@@ -107,23 +111,7 @@ impl Codes {
 
 /// Dot product of `query` and `code`, eight lanes so that the compiler vectorises it.
 fn dot_portable(query: &[f32], code: &[i8]) -> f32 {
-    assert_eq!(query.len(), code.len(), "dot product of unequal lengths");
-    let mut lanes = [0f32; 8];
-    let chunks = query.len() / 8 * 8;
-    for (q, c) in query[..chunks]
-        .chunks_exact(8)
-        .zip(code[..chunks].chunks_exact(8))
-    {
-        for i in 0..8 {
-            lanes[i] += q[i] * f32::from(c[i]);
-        }
-    }
-    let tail: f32 = query[chunks..]
-        .iter()
-        .zip(&code[chunks..])
-        .map(|(q, c)| q * f32::from(*c))
-        .sum();
-    lanes.iter().sum::<f32>() + tail
+    dot_portable_of(query, code)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -188,10 +176,7 @@ unsafe fn dot_avx2(query: &[f32], code: &[i8]) -> f32 {
         }
         i += 16;
     }
-    let sum = _mm256_add_ps(acc[0], acc[1]);
-    let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-    let pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
-    let mut total = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+    let mut total = sum_lanes(_mm256_add_ps(acc[0], acc[1]));
     while i < n {
         total += *q.add(i) * f32::from(*c.add(i));
         i += 1;

@@ -29,20 +29,39 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Dot product accumulated in eight lanes, so that the compiler vectorises it on any target.
 pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    dot_portable_of(a, b)
+}
+
+/// Dot product of f32s with any elements that widen to f32 (the int8 codes among them), in
+/// eight lanes.
+pub(super) fn dot_portable_of<T: Copy + Into<f32>>(a: &[f32], b: &[T]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot product of unequal lengths");
     let mut lanes = [0f32; 8];
     let chunks = a.len() / 8 * 8;
     for (x, y) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
         for i in 0..8 {
-            lanes[i] += x[i] * y[i];
+            lanes[i] += x[i] * y[i].into();
         }
     }
     let tail: f32 = a[chunks..]
         .iter()
         .zip(&b[chunks..])
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x * (*y).into())
         .sum();
     lanes.iter().sum::<f32>() + tail
+}
+
+/// The sum of an AVX register's eight lanes.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+pub(super) unsafe fn sum_lanes(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
 }
 
 /// The AVX2 kernel behind the length check; only handed out when the CPU has AVX2 and FMA.
@@ -81,11 +100,10 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
         i += 8;
     }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-    let pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
-    let single = _mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1));
-    let mut total = _mm_cvtss_f32(single);
+    let mut total = sum_lanes(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
     while i < n {
         total += *pa.add(i) * *pb.add(i);
         i += 1;
