@@ -35,6 +35,7 @@ struct BenchReport {
     #[serde(rename = "impl")]
     implementation: &'static str,
     model: String,
+    /// The precision the encoder ran in, which may differ from the one asked for.
     precision: String,
     threads: usize,
     files: usize,
@@ -79,7 +80,7 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<ExitCode> {
         args.data.display()
     );
     anyhow::ensure!(args.repeat >= 1, "--repeat must be at least 1");
-    let embedder = args.model.embedder()?;
+    let (embedder, precision) = args.model.embedder_in_effect()?;
     let mut passes = Vec::with_capacity(args.repeat);
     let (mut audio_seconds, mut failed) = (0.0, 0);
     for _ in 0..args.repeat {
@@ -100,7 +101,7 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<ExitCode> {
     let report = BenchReport {
         implementation: "vocalguard",
         model: embedder.model_id().name.clone(),
-        precision: args.model.precision.to_string(),
+        precision: precision.to_string(),
         threads,
         files: files.len(),
         failed,

@@ -109,6 +109,12 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Loads the model and builds the embedding pipeline.
     pub fn embedder(&self) -> Result<Embedder> {
+        Ok(self.embedder_in_effect()?.0)
+    }
+
+    /// [`ModelArgs::embedder`], with the precision the encoder runs in (f32 where bf16 was
+    /// asked for on a CPU without AVX512_BF16).
+    pub fn embedder_in_effect(&self) -> Result<(Embedder, Precision)> {
         let mut options = ResolveOptions::from_env();
         options.offline |= self.offline;
         let mut model = SpeakerModel::load(&self.model, &options).context("loading the model")?;
@@ -133,9 +139,10 @@ impl ModelArgs {
         } else {
             Trim::Silences
         };
-        Ok(Embedder::new(model, limits)?
+        let embedder = Embedder::new(model, limits)?
             .with_trim(trim)
-            .with_max_batch(self.batch))
+            .with_max_batch(self.batch);
+        Ok((embedder, precision))
     }
 }
 
