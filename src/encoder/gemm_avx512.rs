@@ -135,6 +135,38 @@ unsafe fn for_each_tile<T: TileKernel>(
     }
 }
 
+/// `R` rows of accumulators, each starting at the `V × 16` biases from `bias`.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `bias` must hold `V × 16` floats.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn biased<const R: usize, const V: usize>(bias: *const f32) -> [[__m512; V]; R] {
+    let mut acc: [[__m512; V]; R] = [[_mm512_setzero_ps(); V]; R];
+    for v in 0..V {
+        let b = _mm512_loadu_ps(bias.add(v * LANES));
+        for row in acc.iter_mut() {
+            row[v] = b;
+        }
+    }
+    acc
+}
+
+/// Writes accumulator row `r` to `out + r × ldo`.
+///
+/// # Safety
+/// The CPU must support AVX-512F; each of the `R` output rows must have room for `V × 16`
+/// floats.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store<const R: usize, const V: usize>(acc: &[[__m512; V]; R], out: *mut f32, ldo: usize) {
+    for (r, row) in acc.iter().enumerate() {
+        for (v, sum) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.add(r * ldo + v * LANES), *sum);
+        }
+    }
+}
+
 /// One output tile: where its inputs and outputs are.
 struct Tile {
     a: *const f32,
@@ -151,13 +183,7 @@ impl TileKernel for Tile {
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn run<const R: usize, const V: usize>(&self) {
-        let mut acc: [[__m512; V]; R] = [[_mm512_setzero_ps(); V]; R];
-        for v in 0..V {
-            let b = _mm512_loadu_ps(self.bias.add(v * LANES));
-            for row in acc.iter_mut() {
-                row[v] = b;
-            }
-        }
+        let mut acc = biased::<R, V>(self.bias);
         for k in 0..self.depth {
             let w_row = self.panel.add(k * self.panel_width);
             let mut w = [_mm512_setzero_ps(); V];
@@ -171,11 +197,7 @@ impl TileKernel for Tile {
                 }
             }
         }
-        for (r, row) in acc.iter().enumerate() {
-            for (v, sum) in row.iter().enumerate() {
-                _mm512_storeu_ps(self.out.add(r * self.ldo + v * LANES), *sum);
-            }
-        }
+        store::<R, V>(&acc, self.out, self.ldo);
     }
 }
 
@@ -315,13 +337,7 @@ impl TileKernel for TileBf16 {
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[inline]
     unsafe fn run<const R: usize, const V: usize>(&self) {
-        let mut acc: [[__m512; V]; R] = [[_mm512_setzero_ps(); V]; R];
-        for v in 0..V {
-            let b = _mm512_loadu_ps(self.bias.add(v * LANES));
-            for row in acc.iter_mut() {
-                row[v] = b;
-            }
-        }
+        let mut acc = biased::<R, V>(self.bias);
         for p in 0..self.pairs {
             let w_row = self.panel.add(p * 2 * self.panel_width);
             let mut w: [__m512bh; V] =
@@ -343,11 +359,7 @@ impl TileKernel for TileBf16 {
                 }
             }
         }
-        for (r, row) in acc.iter().enumerate() {
-            for (v, sum) in row.iter().enumerate() {
-                _mm512_storeu_ps(self.out.add(r * self.ldo + v * LANES), *sum);
-            }
-        }
+        store::<R, V>(&acc, self.out, self.ldo);
     }
 }
 
