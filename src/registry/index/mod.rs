@@ -8,6 +8,7 @@
 mod codes;
 pub mod exact;
 pub mod hnsw;
+mod rings;
 #[cfg(test)]
 mod tests;
 
@@ -15,8 +16,14 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use exact::Scored;
+use exact::{dot, Scored};
 use hnsw::{Hnsw, Params, Vectors};
+use rings::Rings;
+
+/// Most siblings scored exactly for each artist in a graph search's top `k`: all of an
+/// artist's voiceprints in the usual case of a handful, and a bound on the cost for one that
+/// has many (whose nearest ones the graph search finds like any others).
+const SIBLINGS_SCORED: usize = 32;
 
 /// One voiceprint as the index holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +176,8 @@ pub struct SearchIndex {
     position: HashMap<Box<str>, u32>,
     deleted: usize,
     graph: Option<Hnsw>,
+    /// Each artist's voiceprints, while there is a graph.
+    rings: Option<Rings>,
 }
 
 /// The live voiceprints of an index, compacted, to build a new one from.
@@ -199,6 +208,7 @@ impl SearchIndex {
             position: HashMap::new(),
             deleted: 0,
             graph: None,
+            rings: None,
         }
     }
 
@@ -235,6 +245,7 @@ impl SearchIndex {
                 config.threads(),
                 progress,
             ));
+            index.rings = Some(Rings::new(&index.artist_of));
         }
         index
     }
@@ -302,6 +313,7 @@ impl SearchIndex {
             + self.position.capacity() * (2 * word + 4)
             + 2 * strings
             + self.graph.as_ref().map_or(0, Hnsw::memory_bytes)
+            + self.rings.as_ref().map_or(0, Rings::memory_bytes)
     }
 
     /// Adds (or replaces) a voiceprint. `embedding` must be `dim` long and unit norm. With a
@@ -325,6 +337,9 @@ impl SearchIndex {
             };
             graph.insert(vectors, slot, &|s| voiceprints[s as usize].is_some());
         }
+        if let Some(rings) = &mut self.rings {
+            rings.join(slot, artist);
+        }
     }
 
     /// Removes a voiceprint, zeroing the row its embedding vacates; returns whether it was
@@ -335,6 +350,9 @@ impl SearchIndex {
         };
         let at = at as usize;
         self.artists.release(self.artist_of[at]);
+        if let Some(rings) = &mut self.rings {
+            rings.leave(at as u32, self.artist_of[at]);
+        }
         if let Some(graph) = &mut self.graph {
             self.voiceprints[at] = None;
             let voiceprints = &self.voiceprints;
@@ -442,11 +460,37 @@ impl SearchIndex {
                 } else {
                     &live
                 };
-                let found = graph.search(self.vectors(), query, k, self.config.ef_search, keep);
+                let mut found = graph.search(self.vectors(), query, k, self.config.ef_search, keep);
+                if let Some(rings) = &self.rings {
+                    self.add_siblings(rings, query, &mut found, k);
+                }
                 self.hits(found)
             }
             None => self.top_k_exact(query, k),
         }
+    }
+
+    /// Scores the other voiceprints (up to [`SIBLINGS_SCORED`]) of each artist in `found`, a
+    /// graph search's best first, and keeps the best `k` of all.
+    fn add_siblings(&self, rings: &Rings, query: &[f32], found: &mut Vec<Scored>, k: usize) {
+        let searched = found.len();
+        let mut artists: Vec<u32> = Vec::with_capacity(searched);
+        for i in 0..searched {
+            let slot = found[i].1;
+            let artist = self.artist_of[slot as usize];
+            if artists.contains(&artist) {
+                continue;
+            }
+            artists.push(artist);
+            for sibling in rings.others(slot).take(SIBLINGS_SCORED) {
+                if !found.iter().any(|f| f.1 == sibling) {
+                    let at = sibling as usize * self.dim;
+                    found.push(Scored(dot(query, &self.rows[at..at + self.dim]), sibling));
+                }
+            }
+        }
+        found.sort_by(|a, b| b.cmp(a));
+        found.truncate(k);
     }
 
     /// The `k` voiceprints most similar to `query`, best first, by scanning every voiceprint.

@@ -309,6 +309,52 @@ fn one_thread_builds_the_same_graph_every_time() {
 }
 
 #[test]
+fn a_graph_search_that_reaches_an_artist_returns_all_its_voiceprints() {
+    let mut data = registry(2000, 7);
+    let mut index = SearchIndex::build(
+        DIM,
+        SearchConfig {
+            m: 4,
+            ef_search: 10,
+            ..approximate(1)
+        },
+        data.rows.clone(),
+        &|_| {},
+    );
+    for a in (0..2000).step_by(3) {
+        assert!(index.remove(&format!("vp-{a}-1")));
+    }
+    for a in (0..2000).step_by(5) {
+        index.insert(
+            &format!("vp-{a}-new"),
+            &format!("artist-{a}"),
+            &data.voice(),
+        );
+    }
+    let mut checked = 0;
+    for q in data.queries(400) {
+        let exact = index.top_k_exact(&q, 10);
+        let found = index.top_k(&q, 10);
+        for hit in &found {
+            let siblings: Vec<&Hit> = exact
+                .iter()
+                .filter(|h| h.artist_id == hit.artist_id && h.voiceprint_id != hit.voiceprint_id)
+                .collect();
+            for s in siblings {
+                checked += 1;
+                assert!(
+                    found.contains(s),
+                    "found {} but not its sibling {}",
+                    hit.voiceprint_id,
+                    s.voiceprint_id
+                );
+            }
+        }
+    }
+    assert!(checked > 500, "only {checked} siblings checked");
+}
+
+#[test]
 fn walks_never_end_on_a_deleted_voiceprint() {
     // Few links per node: many upper layers, and links to deleted nodes left in lists the
     // deletion did not relink. A walk that heads for such a node finds it linked to nothing.
