@@ -225,3 +225,21 @@ fn usage_errors_and_unknown_models_explain_themselves() {
         assert!(help.contains(flag), "embed --help lacks {flag}");
     }
 }
+
+#[test]
+fn the_device_is_chosen_by_name_and_cuda_needs_a_cuda_build() {
+    let out = vocalguard(&["embed", "x.wav", "--device", "gpu"], &[]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cpu, cuda, cuda:N"), "{stderr}");
+    let out = vocalguard(&["serve", "--device", "cuda:1", "--print-config"], &[]);
+    assert!(out.status.success());
+    let config = String::from_utf8_lossy(&out.stdout);
+    assert!(config.contains("device = \"cuda:1\""), "{config}");
+    if cfg!(not(feature = "cuda")) {
+        let out = vocalguard(&["embed", "x.wav", "--device", "cuda"], &[]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--features cuda"), "{stderr}");
+    }
+}

@@ -1,20 +1,29 @@
 //! Parity with the reference GE2E implementation (Resemblyzer 0.1.4 on PyTorch), step by
 //! step on the six fixture files and end to end on all of librispeech-mini.
 //! The reference outputs and how they were made: `../shared/reference/ge2e-resemblyzer/README.md`.
+//! The encoder runs on `VOCALGUARD_DEVICE` (default `cpu`), so that a build with the `cuda`
+//! feature can be checked on a GPU: `VOCALGUARD_DEVICE=cuda cargo test --features cuda --test
+//! ge2e_parity`.
 
 mod common;
 
 use vocalguard::audio::{self, level, vad::VoiceActivity, DecodeLimits};
 use vocalguard::embed::{partial_starts, Embedder, Trim};
-use vocalguard::encoder::{Precision, ResolveOptions, SpeakerModel};
+use vocalguard::encoder::{DeviceChoice, Precision, ResolveOptions, SpeakerModel};
 use vocalguard::features::mel::MelSpectrogram;
 
 fn embedder(trim: Trim) -> Embedder {
     embedder_in(trim, Precision::F32)
 }
 
+/// The device the encoder runs on: `VOCALGUARD_DEVICE`, else the CPU.
+fn device() -> DeviceChoice {
+    std::env::var("VOCALGUARD_DEVICE").map_or(DeviceChoice::Cpu, |d| d.parse().unwrap())
+}
+
 fn embedder_in(trim: Trim, precision: Precision) -> Embedder {
-    let mut model = SpeakerModel::load("ge2e-resemblyzer", &ResolveOptions::default()).unwrap();
+    let mut model =
+        SpeakerModel::load_on("ge2e-resemblyzer", &ResolveOptions::default(), device()).unwrap();
     assert_eq!(model.set_precision(precision).unwrap(), precision);
     Embedder::new(model, DecodeLimits::default())
         .unwrap()
@@ -164,8 +173,8 @@ fn all_of_librispeech_mini_matches_the_reference_embeddings() {
 /// The bfloat16 path (on CPUs with AVX512_BF16) stays within the 0.999.
 #[test]
 fn all_of_librispeech_mini_in_bfloat16_stays_close_to_the_reference() {
-    if !std::arch::is_x86_feature_detected!("avx512bf16") {
-        eprintln!("skipped: this CPU has no AVX512_BF16");
+    if device() != DeviceChoice::Cpu || !std::arch::is_x86_feature_detected!("avx512bf16") {
+        eprintln!("skipped: bfloat16 is a path of the CPU encoder on CPUs with AVX512_BF16");
         return;
     }
     all_files_match(Precision::Bf16, 0.999);

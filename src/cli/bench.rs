@@ -37,6 +37,8 @@ struct BenchReport {
     model: String,
     /// The precision the encoder ran in, which may differ from the one asked for.
     precision: String,
+    /// Where the encoder ran.
+    device: String,
     threads: usize,
     files: usize,
     failed: usize,
@@ -102,6 +104,7 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<ExitCode> {
         implementation: "vocalguard",
         model: embedder.model_id().name.clone(),
         precision: precision.to_string(),
+        device: args.model.device.to_string(),
         threads,
         files: files.len(),
         failed,
@@ -115,13 +118,14 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<ExitCode> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} files ({} failed), {:.1} s of audio in {:.2} s: {:.1}x real time with {} thread(s); peak RSS {}",
+            "{} files ({} failed), {:.1} s of audio in {:.2} s: {:.1}x real time with {} thread(s), encoder on {}; peak RSS {}",
             report.files,
             report.failed,
             report.audio_seconds,
             report.wall_seconds,
             report.x_realtime,
             report.threads,
+            report.device,
             report.peak_rss_mib.map_or("unknown".to_string(), |m| format!("{m:.0} MiB")),
         );
     }

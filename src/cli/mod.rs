@@ -20,7 +20,9 @@ use serde::Serialize;
 
 use crate::audio::DecodeLimits;
 use crate::embed::{cosine, Embedder, Trim};
-use crate::encoder::{source::DEFAULT_MODEL, Precision, ResolveOptions, SpeakerModel};
+use crate::encoder::{
+    source::DEFAULT_MODEL, DeviceChoice, Precision, ResolveOptions, SpeakerModel,
+};
 
 /// VocalGuard: voice-impersonation screening with speaker embeddings.
 #[derive(Debug, Parser)]
@@ -104,6 +106,15 @@ pub struct ModelArgs {
     /// AVX512_BF16: faster, embeddings within cosine 0.999 of f32).
     #[arg(long, env = "VOCALGUARD_PRECISION", value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// Where the encoder runs: cpu, or cuda / cuda:N (an NVIDIA GPU; builds with the `cuda`
+    /// feature only). Features are computed on the CPU either way.
+    #[arg(
+        long,
+        env = "VOCALGUARD_DEVICE",
+        default_value = "cpu",
+        value_name = "DEVICE"
+    )]
+    pub device: DeviceChoice,
 }
 
 impl ModelArgs {
@@ -117,13 +128,14 @@ impl ModelArgs {
     pub fn embedder_in_effect(&self) -> Result<(Embedder, Precision)> {
         let mut options = ResolveOptions::from_env();
         options.offline |= self.offline;
-        let mut model = SpeakerModel::load(&self.model, &options).context("loading the model")?;
+        let mut model = SpeakerModel::load_on(&self.model, &options, self.device)
+            .context("loading the model")?;
         let precision = model
             .set_precision(self.precision)
             .context("setting the precision")?;
         if precision != self.precision {
             eprintln!(
-                "warning: precision {} needs a CPU with AVX512_BF16; the encoder runs in {precision}",
+                "warning: precision {} needs the encoder on a CPU with AVX512_BF16; it runs in {precision}",
                 self.precision
             );
         }

@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::audio::DecodeLimits;
 use crate::embed::Embedder;
-use crate::encoder::{Precision, ResolveOptions, SpeakerModel};
+use crate::encoder::{DeviceChoice, Precision, ResolveOptions, SpeakerModel};
 use crate::server::auth::parse_inline_tokens;
 use crate::server::telemetry::{self, LogFormat};
 use crate::server::ServerConfig;
@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// AVX512_BF16: faster, embeddings within cosine 0.999 of f32) [default: f32].
     #[arg(long, env = "VOCALGUARD_PRECISION", value_enum)]
     precision: Option<Precision>,
+    /// Where the encoder runs: cpu, or cuda / cuda:N (an NVIDIA GPU; builds with the `cuda`
+    /// feature only) [default: cpu].
+    #[arg(long, env = "VOCALGUARD_DEVICE", value_name = "DEVICE")]
+    device: Option<DeviceChoice>,
     /// Largest audio upload, bytes [default: 209715200, 200 MiB].
     #[arg(long, env = "VOCALGUARD_MAX_UPLOAD_BYTES", value_name = "BYTES")]
     max_upload_bytes: Option<u64>,
@@ -224,6 +228,7 @@ impl ServeArgs {
         set(&mut c.search.approximate_above, &self.approximate_above);
         set(&mut c.log_format, &self.log_format);
         set(&mut c.precision, &self.precision);
+        set(&mut c.device, &self.device);
         set(&mut c.log_filter, &self.log_filter);
         if self.tokens_file.is_some() {
             c.auth.tokens_file = self.tokens_file.clone();
@@ -255,13 +260,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     telemetry::init(config.log_format, &config.log_filter)?;
     let mut options = ResolveOptions::from_env();
     options.offline |= config.offline;
-    let mut model = SpeakerModel::load(&config.model, &options).context("loading the model")?;
+    let mut model = SpeakerModel::load_on(&config.model, &options, config.device)
+        .context("loading the model")?;
     let precision = model
         .set_precision(config.precision)
         .context("setting the precision")?;
     if precision != config.precision {
         tracing::warn!(
-            "precision {} needs a CPU with AVX512_BF16; the encoder runs in {precision}",
+            "precision {} needs the encoder on a CPU with AVX512_BF16; it runs in {precision}",
             config.precision
         );
     }

@@ -1,6 +1,7 @@
 //! Speaker encoders: model cards, weight loading and verification, and the architectures.
 
 pub mod convert;
+pub mod device;
 pub mod ecapa;
 pub mod ge2e;
 #[cfg(target_arch = "x86_64")]
@@ -22,6 +23,7 @@ use crate::features::kaldi_fbank::KaldiFbankConfig;
 use crate::features::sb_fbank::SbFbankConfig;
 use crate::features::FrontendConfig;
 use convert::{Converted, Converter};
+pub use device::{DeviceChoice, DeviceError};
 use ecapa::EcapaEncoder;
 use ge2e::{Ge2eConfig, Ge2eEncoder};
 use resnet::ResNetEncoder;
@@ -164,6 +166,9 @@ pub enum ModelError {
         /// Candle's reason.
         source: candle_core::Error,
     },
+    /// The device to run the encoder on cannot be used.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// A model card: what a model is, how to feed it, where it came from (`model.json`). The
@@ -418,7 +423,17 @@ impl SpeakerModel {
     /// Resolves `spec` (see [`source::resolve`]), verifies the weights' hash, converts a
     /// published checkpoint when needed (cached) and loads the weights on the CPU.
     pub fn load(spec: &str, options: &ResolveOptions) -> Result<Self, ModelError> {
-        Self::from_files(source::resolve(spec, options)?, Device::Cpu)
+        Self::load_on(spec, options, DeviceChoice::Cpu)
+    }
+
+    /// [`SpeakerModel::load`] onto `device`, which is opened first.
+    pub fn load_on(
+        spec: &str,
+        options: &ResolveOptions,
+        device: DeviceChoice,
+    ) -> Result<Self, ModelError> {
+        let device = device.open()?;
+        Self::from_files(source::resolve(spec, options)?, device)
     }
 
     /// Verifies, converts if needed, and loads resolved model files onto `device`.

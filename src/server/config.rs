@@ -11,7 +11,7 @@ use super::auth::TokenEntry;
 use super::telemetry::LogFormat;
 use crate::embed::BatchConfig;
 use crate::encoder::source::DEFAULT_MODEL;
-use crate::encoder::{ModelId, Precision};
+use crate::encoder::{DeviceChoice, ModelId, Precision};
 use crate::eval::asnorm::{read_cohort, AsNorm};
 use crate::eval::calibration::Calibration;
 use crate::registry::backend::StoreLocation;
@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub model: String,
     /// Arithmetic of the encoder's CPU products (`bf16`: GE2E only, CPUs with AVX512_BF16).
     pub precision: Precision,
+    /// Where the encoder runs: `cpu`, or `cuda` / `cuda:N` in builds with the `cuda` feature.
+    pub device: DeviceChoice,
     /// Use only the local hub cache.
     pub offline: bool,
     /// Log line format.
@@ -211,6 +213,7 @@ impl Default for ServerConfig {
             postgres: PoolSettings::default(),
             model: DEFAULT_MODEL.to_string(),
             precision: Precision::F32,
+            device: DeviceChoice::Cpu,
             offline: false,
             log_format: LogFormat::Text,
             log_filter: "info".to_string(),
