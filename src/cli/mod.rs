@@ -128,11 +128,9 @@ impl ModelArgs {
     pub fn embedder_in_effect(&self) -> Result<(Embedder, Precision)> {
         let mut options = ResolveOptions::from_env();
         options.offline |= self.offline;
-        let mut model = SpeakerModel::load_on(&self.model, &options, self.device)
-            .context("loading the model")?;
-        let precision = model
-            .set_precision(self.precision)
-            .context("setting the precision")?;
+        let (model, precision) =
+            SpeakerModel::load_in(&self.model, &options, self.device, self.precision)
+                .context("loading the model")?;
         if precision != self.precision {
             eprintln!(
                 "warning: precision {} needs the encoder on a CPU with AVX512_BF16; it runs in {precision}",

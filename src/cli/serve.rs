@@ -260,11 +260,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     telemetry::init(config.log_format, &config.log_filter)?;
     let mut options = ResolveOptions::from_env();
     options.offline |= config.offline;
-    let mut model = SpeakerModel::load_on(&config.model, &options, config.device)
-        .context("loading the model")?;
-    let precision = model
-        .set_precision(config.precision)
-        .context("setting the precision")?;
+    let (model, precision) =
+        SpeakerModel::load_in(&config.model, &options, config.device, config.precision)
+            .context("loading the model")?;
     if precision != config.precision {
         tracing::warn!(
             "precision {} needs the encoder on a CPU with AVX512_BF16; it runs in {precision}",

@@ -436,6 +436,19 @@ impl SpeakerModel {
         Self::from_files(source::resolve(spec, options)?, device)
     }
 
+    /// [`SpeakerModel::load_on`], then [`SpeakerModel::set_precision`]: the model and the
+    /// precision in effect, which is f32 where bf16 cannot run (the edges warn about that).
+    pub fn load_in(
+        spec: &str,
+        options: &ResolveOptions,
+        device: DeviceChoice,
+        precision: Precision,
+    ) -> Result<(Self, Precision), ModelError> {
+        let mut model = Self::load_on(spec, options, device)?;
+        let in_effect = model.set_precision(precision)?;
+        Ok((model, in_effect))
+    }
+
     /// Verifies, converts if needed, and loads resolved model files onto `device`.
     pub fn from_files(files: ModelFiles, device: Device) -> Result<Self, ModelError> {
         let origin = files.origin.clone();

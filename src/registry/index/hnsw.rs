@@ -50,7 +50,8 @@ impl Vectors<'_> {
         &self.rows[at..at + self.dim]
     }
 
-    fn score(&self, query: &[f32], node: u32) -> Scored {
+    /// The exact score of `node` against `query`.
+    pub(super) fn score(&self, query: &[f32], node: u32) -> Scored {
         Scored(dot(query, self.row(node)), node)
     }
 

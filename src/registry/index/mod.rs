@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use exact::{dot, Scored};
+use exact::Scored;
 use hnsw::{Hnsw, Params, Vectors};
 use rings::Rings;
 
@@ -473,6 +473,7 @@ impl SearchIndex {
     /// Scores the other voiceprints (up to [`SIBLINGS_SCORED`]) of each artist in `found`, a
     /// graph search's best first, and keeps the best `k` of all.
     fn add_siblings(&self, rings: &Rings, query: &[f32], found: &mut Vec<Scored>, k: usize) {
+        let vectors = self.vectors();
         let searched = found.len();
         let mut artists: Vec<u32> = Vec::with_capacity(searched);
         for i in 0..searched {
@@ -484,8 +485,7 @@ impl SearchIndex {
             artists.push(artist);
             for sibling in rings.others(slot).take(SIBLINGS_SCORED) {
                 if !found.iter().any(|f| f.1 == sibling) {
-                    let at = sibling as usize * self.dim;
-                    found.push(Scored(dot(query, &self.rows[at..at + self.dim]), sibling));
+                    found.push(vectors.score(query, sibling));
                 }
             }
         }
