@@ -209,6 +209,10 @@ impl Embedder {
                 frontend: UtteranceFrontend::kaldi(card.frontend)?,
                 trim: card.trim,
             },
+            Architecture::Campp(card) => Analysis::Utterance {
+                frontend: UtteranceFrontend::kaldi(card.frontend)?,
+                trim: card.trim,
+            },
         };
         Ok(Self {
             model: Arc::new(model),

@@ -13,15 +13,14 @@
 //! `layer{2..4}.0.shortcut.{0,1}`, `seg_1`); widths and depths are read from the tensor shapes,
 //! so one loader serves the published model and narrower test models.
 
-mod cpu;
-
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use cpu::{CpuConv, Plane, Scratch};
+use super::conv2d_cpu::{CpuConv, Plane, Scratch};
 
 /// BatchNorm epsilon of PyTorch's `BatchNorm2d` (WeSpeaker keeps the default).
 const BN_EPS: f64 = 1e-5;
@@ -72,20 +71,21 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    /// Loads `conv` (no bias) and BatchNorm `bn`, checking the kernel shape.
+    /// Loads convolution `conv` (no bias) and BatchNorm `bn` of `vb`, checking the shapes.
     fn load(
-        weights: &HashMap<String, Tensor>,
+        vb: &VarBuilder,
         conv: &str,
         bn: &str,
         shape: (usize, usize, usize),
         stride: usize,
     ) -> candle_core::Result<Self> {
         let (c_out, c_in, k) = shape;
-        let weight = take(weights, &format!("{conv}.weight"), &[c_out, c_in, k, k])?;
-        let gamma = take(weights, &format!("{bn}.weight"), &[c_out])?;
-        let beta = take(weights, &format!("{bn}.bias"), &[c_out])?;
-        let mean = take(weights, &format!("{bn}.running_mean"), &[c_out])?;
-        let var = take(weights, &format!("{bn}.running_var"), &[c_out])?;
+        let (conv, bn) = (vb.pp(conv), vb.pp(bn));
+        let weight = conv.get((c_out, c_in, k, k), "weight")?;
+        let gamma = bn.get(c_out, "weight")?;
+        let beta = bn.get(c_out, "bias")?;
+        let mean = bn.get(c_out, "running_mean")?;
+        let var = bn.get(c_out, "running_var")?;
         let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
         let bias = (beta - (mean * &scale)?)?;
         let weight = weight.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
@@ -94,7 +94,7 @@ impl ConvBn {
                 weight.flatten_all()?.to_vec1()?,
                 bias.to_vec1()?,
                 (c_out, c_in, k),
-                stride,
+                (stride, stride),
             ))
         } else {
             None
@@ -153,15 +153,15 @@ impl ResNetEncoder {
         bytes: &[u8],
         device: &Device,
     ) -> candle_core::Result<Self> {
-        let weights = candle_core::safetensors::load_buffer(bytes, device)?;
-        Self::from_tensors(cfg, &weights)
+        Self::new(
+            cfg,
+            VarBuilder::from_slice_safetensors(bytes, DType::F32, device)?,
+        )
     }
 
-    /// Builds the encoder from named tensors on their device.
-    pub fn from_tensors(
-        cfg: ResNetConfig,
-        weights: &HashMap<String, Tensor>,
-    ) -> candle_core::Result<Self> {
+    /// Builds the encoder of shape `cfg` from weights named as WeSpeaker names them; every
+    /// tensor must have the shape `cfg` implies.
+    pub fn new(cfg: ResNetConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         if cfg.feat_dim == 0
             || !cfg.feat_dim.is_multiple_of(FREQ_DOWNSAMPLING)
             || cfg.m_channels == 0
@@ -173,7 +173,7 @@ impl ResNetEncoder {
             );
         }
         let m = cfg.m_channels;
-        let stem = ConvBn::load(weights, "conv1", "bn1", (m, 1, 3), 1)?;
+        let stem = ConvBn::load(&vb, "conv1", "bn1", (m, 1, 3), 1)?;
         let mut blocks = Vec::new();
         let mut in_planes = m;
         for (stage, &count) in cfg.num_blocks.iter().enumerate() {
@@ -182,14 +182,14 @@ impl ResNetEncoder {
                 let stride = if stage > 0 && i == 0 { 2 } else { 1 };
                 let prefix = format!("layer{}.{i}", stage + 1);
                 let conv1 = ConvBn::load(
-                    weights,
+                    &vb,
                     &format!("{prefix}.conv1"),
                     &format!("{prefix}.bn1"),
                     (planes, in_planes, 3),
                     stride,
                 )?;
                 let conv2 = ConvBn::load(
-                    weights,
+                    &vb,
                     &format!("{prefix}.conv2"),
                     &format!("{prefix}.bn2"),
                     (planes, planes, 3),
@@ -197,7 +197,7 @@ impl ResNetEncoder {
                 )?;
                 let shortcut = if stride != 1 || in_planes != planes {
                     Some(ConvBn::load(
-                        weights,
+                        &vb,
                         &format!("{prefix}.shortcut.0"),
                         &format!("{prefix}.shortcut.1"),
                         (planes, in_planes, 1),
@@ -214,8 +214,8 @@ impl ResNetEncoder {
                 in_planes = planes;
             }
         }
-        let seg_weight = take(weights, "seg_1.weight", &[cfg.embed_dim, cfg.pooled_dim()])?;
-        let seg_bias = take(weights, "seg_1.bias", &[cfg.embed_dim])?;
+        let seg_weight = vb.get((cfg.embed_dim, cfg.pooled_dim()), "seg_1.weight")?;
+        let seg_bias = vb.get(cfg.embed_dim, "seg_1.bias")?;
         Ok(Self {
             config: cfg,
             stem,
@@ -289,7 +289,7 @@ impl ResNetEncoder {
                 };
                 x = cpu(&block.conv2).run(&hidden, Some(residual.data), &mut scratch);
             }
-            let stats = x.temporal_statistics();
+            let stats = temporal_statistics_cpu(&x);
             let embedding = out.len();
             out.extend_from_slice(&seg_bias);
             for (s, w) in stats
@@ -328,24 +328,6 @@ fn temporal_statistics(x: &Tensor) -> candle_core::Result<Tensor> {
         &[&mean.reshape((batch, ()))?, &std.reshape((batch, ()))?],
         1,
     )
-}
-
-/// Takes tensor `name`, checking its shape.
-fn take(
-    weights: &HashMap<String, Tensor>,
-    name: &str,
-    shape: &[usize],
-) -> candle_core::Result<Tensor> {
-    let tensor = weights
-        .get(name)
-        .ok_or_else(|| candle_core::Error::Msg(format!("ResNet weights lack tensor {name}")))?;
-    if tensor.dims() != shape {
-        candle_core::bail!(
-            "ResNet tensor {name} has shape {:?}, expected {shape:?}",
-            tensor.dims()
-        );
-    }
-    tensor.to_dtype(DType::F32)
 }
 
 /// Reads a WeSpeaker checkpoint (`avg_model.pt`: a `torch.save`'d state dict, or a dict with
@@ -426,8 +408,30 @@ pub fn config_from_checkpoint(tensors: &[(String, Tensor)]) -> candle_core::Resu
     if !extra.is_empty() {
         candle_core::bail!("tensors that a ResNet of shape {config:?} does not use: {extra:?}");
     }
-    ResNetEncoder::from_tensors(config, &map)?;
+    ResNetEncoder::new(
+        config,
+        VarBuilder::from_tensors(map, DType::F32, &Device::Cpu),
+    )?;
     Ok(config)
+}
+
+/// `TSTP` of one item on the CPU: per `(channel, row)` of `x` the mean over the width (time),
+/// then `sqrt(unbiased variance + 1e-7)`, channel-major; accumulated in f64.
+fn temporal_statistics_cpu(x: &Plane) -> Vec<f32> {
+    let rows = x.data.len() / x.width;
+    let mut stats = vec![0f32; 2 * rows];
+    for (r, row) in x.data.chunks_exact(x.width).enumerate() {
+        let n = row.len() as f64;
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0);
+        stats[r] = mean as f32;
+        stats[rows + r] = ((var as f32) + TSTP_EPS as f32).sqrt();
+    }
+    stats
 }
 
 /// The CPU copy of a convolution's weights (present when `forward_cpu` is called).
@@ -472,6 +476,11 @@ fn tensor_names(cfg: ResNetConfig) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CPU var builder over a copy of `map`.
+    fn vb(map: &HashMap<String, Tensor>) -> VarBuilder<'static> {
+        VarBuilder::from_tensors(map.clone(), DType::F32, &Device::Cpu)
+    }
 
     /// Random WeSpeaker-named tensors for a ResNet of shape `cfg`.
     fn random_tensors(cfg: ResNetConfig) -> Vec<(String, Tensor)> {
@@ -578,13 +587,13 @@ mod tests {
         let map: HashMap<String, Tensor> = tensors.into_iter().collect();
         let mut wider = SMALL;
         wider.m_channels = 4;
-        assert!(ResNetEncoder::from_tensors(wider, &map).is_err());
+        assert!(ResNetEncoder::new(wider, vb(&map)).is_err());
     }
 
     #[test]
     fn forward_gives_one_embedding_per_item_and_pools_over_time() {
         let map: HashMap<String, Tensor> = random_tensors(SMALL).into_iter().collect();
-        let encoder = ResNetEncoder::from_tensors(SMALL, &map).unwrap();
+        let encoder = ResNetEncoder::new(SMALL, vb(&map)).unwrap();
         assert_eq!(encoder.embedding_dim(), 6);
         let feats = Tensor::randn(0f32, 1.0, (3, 40, 16), &Device::Cpu).unwrap();
         let out = encoder.forward(&feats).unwrap();
@@ -605,7 +614,7 @@ mod tests {
     #[test]
     fn cpu_path_and_tensor_ops_agree() {
         let map: HashMap<String, Tensor> = random_tensors(SMALL).into_iter().collect();
-        let encoder = ResNetEncoder::from_tensors(SMALL, &map).unwrap();
+        let encoder = ResNetEncoder::new(SMALL, vb(&map)).unwrap();
         for frames in [9, 10, 37] {
             let feats = Tensor::randn(0f32, 1.0, (2, frames, 16), &Device::Cpu).unwrap();
             let cpu = encoder.forward_cpu(&feats).unwrap();
@@ -624,7 +633,7 @@ mod tests {
         let dev = Device::Cpu;
         let tensors = random_tensors(SMALL);
         let map: HashMap<String, Tensor> = tensors.into_iter().collect();
-        let folded = ConvBn::load(&map, "conv1", "bn1", (2, 1, 3), 1).unwrap();
+        let folded = ConvBn::load(&vb(&map), "conv1", "bn1", (2, 1, 3), 1).unwrap();
         let x = Tensor::randn(0f32, 1.0, (1, 1, 16, 20), &dev).unwrap();
         let conv = x.conv2d(&map["conv1.weight"], 1, 1, 1, 1).unwrap();
         let c = |n: &str| map[n].reshape((1, 2, 1, 1)).unwrap();

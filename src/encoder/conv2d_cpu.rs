@@ -1,16 +1,15 @@
-//! The CPU path of the ResNet encoder: channel planes of one item, and convolutions with
-//! folded BatchNorm computed by `gemm` into an output that already holds the bias (and the
-//! residual), ReLU in place. 3×3 stride-1 convolutions use Winograd's F(2×2, 3×3) (16 products
-//! of the transformed kernel with transformed 4×4 input tiles, 2.25× fewer multiplications);
-//! the others (strided, 1×1) use row-tiled im2col.
-
-use super::TSTP_EPS;
+//! 2-D convolutions on the CPU for the convolutional encoders (ResNet34, CAM++'s head):
+//! channel planes of one item, and convolutions with folded BatchNorm computed by `gemm` into
+//! an output that already holds the bias (and the residual), ReLU in place. 3×3 stride-1
+//! convolutions use Winograd's F(2×2, 3×3) (16 products of the transformed kernel with
+//! transformed 4×4 input tiles, 2.25× fewer multiplications); the others (strided, 1×1) use
+//! row-tiled im2col.
 
 /// Channel planes `(channels, height, width)` of one item, row-major.
 pub(super) struct Plane {
     pub(super) data: Vec<f32>,
-    height: usize,
-    width: usize,
+    pub(super) height: usize,
+    pub(super) width: usize,
 }
 
 impl Plane {
@@ -21,31 +20,13 @@ impl Plane {
             width,
         }
     }
-
-    /// `TSTP` of one item: per `(channel, row)` the mean over the width (time), then
-    /// `sqrt(unbiased variance + 1e-7)`, channel-major; accumulated in f64.
-    pub(super) fn temporal_statistics(&self) -> Vec<f32> {
-        let rows = self.data.len() / self.width;
-        let mut stats = vec![0f32; 2 * rows];
-        for (r, row) in self.data.chunks_exact(self.width).enumerate() {
-            let n = row.len() as f64;
-            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            let var = row
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / (n - 1.0);
-            stats[r] = mean as f32;
-            stats[rows + r] = ((var as f32) + TSTP_EPS as f32).sqrt();
-        }
-        stats
-    }
 }
 
 /// Floats of scratch per matrix product (about 4 MB); at least one row of output is done at once.
 const SCRATCH_BUDGET: usize = 1 << 20;
 
-/// A convolution with folded BatchNorm (padding `k / 2`).
+/// A convolution with folded BatchNorm (padding `k / 2`), strided along the height and the
+/// width.
 pub(super) struct CpuConv {
     /// `(c_out, c_in · k · k)` row-major.
     weight: Vec<f32>,
@@ -55,7 +36,7 @@ pub(super) struct CpuConv {
     c_in: usize,
     c_out: usize,
     k: usize,
-    stride: usize,
+    stride: (usize, usize),
 }
 
 /// Reusable buffers of the CPU path.
@@ -80,15 +61,71 @@ fn parallelism() -> gemm::Parallelism {
     }
 }
 
+/// `dst += lhs · rhs` for row-major matrices: `lhs` is `m × k` (rows `k` apart), `rhs` is
+/// `k × n` with rows `rhs_stride` apart, `dst` is `m × n` with rows `dst_stride` apart.
+/// Panics when a slice is too short for its shape.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_add(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_stride: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    rhs_stride: usize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(
+        dst_stride >= n && rhs_stride >= n,
+        "row strides shorter than rows"
+    );
+    assert!(lhs.len() >= m * k, "lhs shorter than {m} × {k}");
+    assert!(
+        rhs.len() >= (k - 1) * rhs_stride + n,
+        "rhs shorter than {k} × {n}"
+    );
+    assert!(
+        dst.len() >= (m - 1) * dst_stride + n,
+        "dst shorter than {m} × {n}"
+    );
+    // SAFETY: the assertions above keep every element the product reads or writes inside
+    // `lhs`, `rhs` and `dst`; `dst` is borrowed mutably, so it overlaps neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_stride as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            rhs_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        );
+    }
+}
+
 impl CpuConv {
-    /// A convolution from its folded `(c_out, c_in, k, k)` weight and bias.
+    /// A convolution from its folded `(c_out, c_in, k, k)` weight and bias, with `stride`
+    /// `(along the height, along the width)`.
     pub(super) fn new(
         weight: Vec<f32>,
         bias: Vec<f32>,
         (c_out, c_in, k): (usize, usize, usize),
-        stride: usize,
+        stride: (usize, usize),
     ) -> Self {
-        let winograd = (k == 3 && stride == 1).then(|| winograd_kernel(&weight, c_out, c_in));
+        let winograd = (k == 3 && stride == (1, 1)).then(|| winograd_kernel(&weight, c_out, c_in));
         Self {
             weight,
             winograd,
@@ -121,8 +158,8 @@ impl CpuConv {
 
     fn convolve(&self, x: &Plane, residual: Option<Vec<f32>>, scratch: &mut Scratch) -> Plane {
         let pad = self.k / 2;
-        let out_h = (x.height + 2 * pad - self.k) / self.stride + 1;
-        let out_w = (x.width + 2 * pad - self.k) / self.stride + 1;
+        let out_h = (x.height + 2 * pad - self.k) / self.stride.0 + 1;
+        let out_w = (x.width + 2 * pad - self.k) / self.stride.1 + 1;
         let pixels = out_h * out_w;
         let mut out = residual.unwrap_or_else(|| vec![0f32; self.c_out * pixels]);
         assert_eq!(out.len(), self.c_out * pixels, "residual shape");
@@ -186,7 +223,7 @@ impl CpuConv {
     /// The patches of output rows `y0..y1` as `(c_in · k · k, (y1 - y0) · out_w)` in `col`,
     /// zero where the kernel overhangs the padded border.
     fn im2col(&self, x: &Plane, y0: usize, y1: usize, out_w: usize, col: &mut Vec<f32>) {
-        let (k, stride, pad) = (self.k, self.stride, (self.k / 2) as isize);
+        let (k, (stride_h, stride_w), pad) = (self.k, self.stride, (self.k / 2) as isize);
         let cols = (y1 - y0) * out_w;
         col.clear();
         col.resize(self.c_in * k * k * cols, 0.0);
@@ -197,7 +234,7 @@ impl CpuConv {
                 for kw in 0..k {
                     let row = ((c * k + kh) * k + kw) * cols;
                     for oy in y0..y1 {
-                        let iy = (oy * stride + kh) as isize - pad;
+                        let iy = (oy * stride_h + kh) as isize - pad;
                         if iy < 0 || iy >= x.height as isize {
                             continue;
                         }
@@ -205,7 +242,7 @@ impl CpuConv {
                         let dst = &mut col[row + (oy - y0) * out_w..][..out_w];
                         let shift = kw as isize - pad;
                         for (ox, d) in dst.iter_mut().enumerate() {
-                            let ix = (ox * stride) as isize + shift;
+                            let ix = (ox * stride_w) as isize + shift;
                             if ix >= 0 && ix < x.width as isize {
                                 *d = src[ix as usize];
                             }
@@ -415,9 +452,9 @@ mod tests {
 
     /// Direct convolution (padding k/2) in f64, plus bias.
     fn direct(conv: &CpuConv, x: &Plane) -> Vec<f64> {
-        let (k, s, pad) = (conv.k, conv.stride, (conv.k / 2) as isize);
-        let out_h = (x.height + 2 * (k / 2) - k) / s + 1;
-        let out_w = (x.width + 2 * (k / 2) - k) / s + 1;
+        let (k, (sh, sw), pad) = (conv.k, conv.stride, (conv.k / 2) as isize);
+        let out_h = (x.height + 2 * (k / 2) - k) / sh + 1;
+        let out_w = (x.width + 2 * (k / 2) - k) / sw + 1;
         let mut out = vec![0f64; conv.c_out * out_h * out_w];
         for o in 0..conv.c_out {
             for oy in 0..out_h {
@@ -426,8 +463,8 @@ mod tests {
                     for c in 0..conv.c_in {
                         for kh in 0..k {
                             for kw in 0..k {
-                                let iy = (oy * s + kh) as isize - pad;
-                                let ix = (ox * s + kw) as isize - pad;
+                                let iy = (oy * sh + kh) as isize - pad;
+                                let ix = (ox * sw + kw) as isize - pad;
                                 if iy >= 0
                                     && ix >= 0
                                     && (iy as usize) < x.height
@@ -464,7 +501,14 @@ mod tests {
     #[test]
     fn winograd_and_im2col_match_a_direct_convolution() {
         // Odd and even sizes, so that partial Winograd tiles at the edges are covered.
-        for (k, stride, h, w) in [(3, 1, 7, 9), (3, 1, 8, 6), (3, 2, 7, 9), (1, 2, 8, 5)] {
+        for (k, stride, h, w) in [
+            (3, (1, 1), 7, 9),
+            (3, (1, 1), 8, 6),
+            (3, (2, 2), 7, 9),
+            (3, (2, 1), 7, 9),
+            (1, (2, 2), 8, 5),
+            (1, (2, 1), 8, 5),
+        ] {
             let (c_in, c_out) = (3, 5);
             let conv = CpuConv::new(
                 values(c_out * c_in * k * k, 1),
@@ -472,7 +516,7 @@ mod tests {
                 (c_out, c_in, k),
                 stride,
             );
-            assert_eq!(conv.winograd.is_some(), k == 3 && stride == 1);
+            assert_eq!(conv.winograd.is_some(), k == 3 && stride == (1, 1));
             let x = Plane::new(values(c_in * h * w, 3), h, w);
             let expected = direct(&conv, &x);
             let ours = conv.run_linear(&x, &mut Scratch::default());
@@ -480,7 +524,7 @@ mod tests {
             for (a, b) in ours.data.iter().zip(&expected) {
                 assert!(
                     (f64::from(*a) - b).abs() < 1e-5,
-                    "k {k} stride {stride}: {a} {b}"
+                    "k {k} stride {stride:?}: {a} {b}"
                 );
             }
         }

@@ -1,0 +1,323 @@
+//! Model cards (`model.json`): what a model is, how to feed it and where its weights come
+//! from. The common fields sit beside an [`Architecture`] section selected by the card's
+//! `architecture` tag; [`ModelCard::parse`] checks that the sections fit together.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::campplus::CamppConfig;
+use super::ge2e::Ge2eConfig;
+use super::ModelError;
+use crate::audio::vad::VadConfig;
+use crate::features::kaldi_fbank::KaldiFbankConfig;
+use crate::features::sb_fbank::SbFbankConfig;
+use crate::features::FrontendConfig;
+
+/// Architecture ids this build implements, as a card's `architecture` names them.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["ge2e-lstm", "campplus", "ecapa-tdnn", "resnet34"];
+
+/// A model card: what a model is, how to feed it, where it came from (`model.json`). The
+/// `architecture` field selects the encoder and front-end sections ([`Architecture`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Short name reported with every embedding.
+    pub name: String,
+    /// Length of an embedding.
+    pub embedding_dim: usize,
+    /// Provenance.
+    pub source: String,
+    /// License of the weights.
+    pub license: String,
+    /// The architecture with its own sections.
+    #[serde(flatten)]
+    pub architecture: Architecture,
+}
+
+/// The architecture of a card with the sections only it has, tagged by `architecture`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "architecture")]
+pub enum Architecture {
+    /// GE2E (Resemblyzer): LSTM over 40-band mel partials; weights already in safetensors.
+    #[serde(rename = "ge2e-lstm")]
+    Ge2e(Ge2eCard),
+    /// CAM++ (3D-Speaker): Kaldi's 80-band filterbank, dither off, mean-normalised; weights
+    /// in safetensors, the shape stated by the card and checked against every tensor.
+    #[serde(rename = "campplus")]
+    Campp(CamppCard),
+    /// ECAPA-TDNN (SpeechBrain `spkrec-ecapa-voxceleb`): SpeechBrain's 80-band filterbank with
+    /// sentence mean normalisation; the shape is read from the checkpoint.
+    #[serde(rename = "ecapa-tdnn")]
+    Ecapa(FbankCard<SbFbankConfig>),
+    /// ResNet34 (WeSpeaker `voxceleb_resnet34_LM`): Kaldi's 80-band filterbank, dither off,
+    /// cepstral mean normalisation; the shape is read from the checkpoint.
+    #[serde(rename = "resnet34")]
+    Resnet34(FbankCard<KaldiFbankConfig>),
+}
+
+impl Architecture {
+    /// The architecture id as cards write it.
+    pub fn id(&self) -> &'static str {
+        match self {
+            Self::Ge2e(_) => "ge2e-lstm",
+            Self::Campp(_) => "campplus",
+            Self::Ecapa(_) => "ecapa-tdnn",
+            Self::Resnet34(_) => "resnet34",
+        }
+    }
+}
+
+/// The GE2E sections of a card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ge2eCard {
+    /// File name of the safetensors weights, beside the card.
+    pub weights: String,
+    /// Lower-case hex SHA-256 of the weights file.
+    pub weights_sha256: String,
+    /// Encoder shape.
+    pub encoder: Ge2eConfig,
+    /// Front-end parameters.
+    pub frontend: FrontendConfig,
+}
+
+/// The CAM++ sections of a card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CamppCard {
+    /// File name of the safetensors weights, beside the card.
+    pub weights: String,
+    /// Lower-case hex SHA-256 of the weights file.
+    pub weights_sha256: String,
+    /// Encoder shape.
+    pub encoder: CamppConfig,
+    /// Front-end parameters.
+    pub frontend: KaldiFbankConfig,
+    /// Silence trimming before the front end.
+    pub trim: TrimConfig,
+}
+
+/// The sections of a filterbank model's card (ECAPA-TDNN, ResNet34): the published checkpoint,
+/// the front end and how silence is trimmed. The encoder's shape is inferred from the
+/// checkpoint's tensors, so a reduced-width checkpoint loads through the same code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FbankCard<F> {
+    /// The published checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Front-end parameters.
+    pub frontend: F,
+    /// Silence trimming before the front end (with `Trim::Silences`, and for screening).
+    pub trim: TrimConfig,
+}
+
+/// A published checkpoint that is converted into safetensors on first use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Hugging Face repo id holding it; absent when it lies beside the card (a model
+    /// directory or a hub repo with its own card).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Revision of `repo` (branch, tag or commit); `main` when absent.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// File name inside the repo or directory.
+    pub file: String,
+    /// Lower-case hex SHA-256 the publisher states for the file; `null` when none is
+    /// published, and then the first file seen is pinned (see [`convert`]).
+    pub sha256: Option<String>,
+}
+
+/// How the fbank models trim silence: voice activity found on a copy raised to
+/// `target_dbfs`, the voiced regions cut from the audio as it was decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrimConfig {
+    /// Loudness the copy used for voice activity is raised to, dBFS.
+    pub target_dbfs: f64,
+    /// Voice activity parameters.
+    pub vad: VadConfig,
+}
+
+impl ModelCard {
+    /// Parses a card; `origin` names it in errors.
+    pub fn parse(json: &[u8], origin: &str) -> Result<Self, ModelError> {
+        let invalid = |reason: String| ModelError::InvalidCard {
+            origin: origin.to_string(),
+            reason,
+        };
+        let head: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| invalid(e.to_string()))?;
+        let architecture = head
+            .get("architecture")
+            .and_then(|a| a.as_str())
+            .ok_or_else(|| invalid("no \"architecture\" string".into()))?;
+        if !SUPPORTED_ARCHITECTURES.contains(&architecture) {
+            return Err(ModelError::UnsupportedArchitecture {
+                origin: origin.to_string(),
+                architecture: architecture.to_string(),
+            });
+        }
+        let card: Self = serde_json::from_value(head).map_err(|e| invalid(e.to_string()))?;
+        card.check().map_err(invalid)?;
+        Ok(card)
+    }
+
+    /// Checks that the sections fit together.
+    fn check(&self) -> Result<(), String> {
+        match &self.architecture {
+            Architecture::Ge2e(c) => {
+                if self.embedding_dim != c.encoder.hidden_size
+                    || c.encoder.input_dim != c.frontend.n_mels
+                {
+                    return Err(format!(
+                        "embedding_dim {} / hidden_size {} / input_dim {} / n_mels {} do not fit together",
+                        self.embedding_dim, c.encoder.hidden_size, c.encoder.input_dim, c.frontend.n_mels
+                    ));
+                }
+            }
+            Architecture::Campp(c) => {
+                if self.embedding_dim != c.encoder.embedding_size
+                    || c.encoder.feat_dim != c.frontend.num_mel_bins
+                {
+                    return Err(format!(
+                        "embedding_dim {} / embedding_size {} / feat_dim {} / num_mel_bins {} do not fit together",
+                        self.embedding_dim, c.encoder.embedding_size, c.encoder.feat_dim, c.frontend.num_mel_bins
+                    ));
+                }
+            }
+            Architecture::Ecapa(c) => check_checkpoint(&c.checkpoint)?,
+            Architecture::Resnet34(c) => check_checkpoint(&c.checkpoint)?,
+        }
+        Ok(())
+    }
+
+    /// The GE2E sections, when the card is a GE2E card.
+    pub fn ge2e(&self) -> Option<&Ge2eCard> {
+        match &self.architecture {
+            Architecture::Ge2e(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Where the card's weights come from.
+    pub fn weights_ref(&self) -> WeightsRef<'_> {
+        match &self.architecture {
+            Architecture::Ge2e(c) => WeightsRef::Safetensors {
+                file: &c.weights,
+                sha256: &c.weights_sha256,
+            },
+            Architecture::Campp(c) => WeightsRef::Safetensors {
+                file: &c.weights,
+                sha256: &c.weights_sha256,
+            },
+            Architecture::Ecapa(c) => WeightsRef::Checkpoint(&c.checkpoint),
+            Architecture::Resnet34(c) => WeightsRef::Checkpoint(&c.checkpoint),
+        }
+    }
+
+    /// The published checkpoint the weights are converted from, for the architectures that
+    /// have one.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        match self.weights_ref() {
+            WeightsRef::Checkpoint(c) => Some(c),
+            WeightsRef::Safetensors { .. } => None,
+        }
+    }
+}
+
+/// Where a card's weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsRef<'a> {
+    /// A safetensors file used as is.
+    Safetensors {
+        /// File name beside the card.
+        file: &'a str,
+        /// Its SHA-256.
+        sha256: &'a str,
+    },
+    /// A published checkpoint converted on first use.
+    Checkpoint(&'a Checkpoint),
+}
+
+/// Identity of a model as reported with every embedding: the card's name and the SHA-256 of
+/// the file the weights come from (the safetensors file for GE2E, the published checkpoint
+/// for converted models, so that a re-conversion keeps the identity).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelId {
+    /// The card's name.
+    pub name: String,
+    /// SHA-256 of the weights, verified at load.
+    pub sha256: String,
+}
+
+impl fmt::Display for ModelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (sha256 {})", self.name, self.sha256)
+    }
+}
+
+/// A checkpoint hash in a card must be 64 hex digits; a file name must be a plain name.
+fn check_checkpoint(c: &Checkpoint) -> Result<(), String> {
+    if let Some(sha) = &c.sha256 {
+        if sha.len() != 64 || !sha.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            return Err(format!("checkpoint sha256 '{sha}' is not 64 hex digits"));
+        }
+    }
+    let plain = Path::new(&c.file)
+        .components()
+        .all(|part| matches!(part, std::path::Component::Normal(_)));
+    if c.file.is_empty() || !plain {
+        return Err(format!(
+            "checkpoint file '{}' must be a relative path without '..'",
+            c.file
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ecapa_card(checkpoint: serde_json::Value) -> Vec<u8> {
+        let mut card: serde_json::Value = serde_json::from_slice(include_bytes!(
+            "../../models/ecapa-tdnn-voxceleb/model.json"
+        ))
+        .unwrap();
+        card["checkpoint"] = checkpoint;
+        serde_json::to_vec(&card).unwrap()
+    }
+
+    #[test]
+    fn fbank_cards_parse_with_or_without_a_published_hash() {
+        let card = ModelCard::parse(
+            &ecapa_card(serde_json::json!({"file": "embedding_model.ckpt", "sha256": null})),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(card.architecture.id(), "ecapa-tdnn");
+        let checkpoint = card.checkpoint().unwrap();
+        assert_eq!(
+            (checkpoint.repo.as_deref(), checkpoint.sha256.as_deref()),
+            (None, None)
+        );
+        assert!(card.ge2e().is_none());
+    }
+
+    #[test]
+    fn bad_checkpoint_entries_are_refused() {
+        for checkpoint in [
+            serde_json::json!({"file": "x.ckpt", "sha256": "abc"}),
+            serde_json::json!({"file": "../x.ckpt", "sha256": null}),
+            serde_json::json!({"file": "/etc/x.ckpt", "sha256": null}),
+            serde_json::json!({"file": "x.ckpt", "sha256": null, "extra": 1}),
+        ] {
+            let err = ModelCard::parse(&ecapa_card(checkpoint.clone()), "test").err();
+            assert!(
+                matches!(err, Some(ModelError::InvalidCard { .. })),
+                "{checkpoint}: {err:?}"
+            );
+        }
+    }
+}
