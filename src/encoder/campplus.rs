@@ -405,8 +405,8 @@ pub struct CamppEncoder {
     blocks: Vec<(Vec<DenseLayer>, Transit)>,
     out_norm: BnRelu,
     dense: Conv1d,
-    /// The head's convolutions laid out for the CPU path.
-    cpu: cpu::CpuHead,
+    /// The weights laid out for the CPU path.
+    cpu: cpu::CpuModel,
     device: Device,
 }
 
@@ -488,7 +488,7 @@ impl CamppEncoder {
             (config.embedding_size, 2 * channels, 1),
         )?;
         Ok(Self {
-            cpu: cpu::CpuHead::new(&stem, &head_blocks, &head_out),
+            cpu: cpu::CpuModel::new((&stem, &head_blocks, &head_out), &tdnn, &blocks, &dense),
             config,
             stem,
             head_blocks,
@@ -676,6 +676,17 @@ mod tests {
         embedding_size: 6,
     };
 
+    /// Widths that are multiples of 16 everywhere, so that the CPU path takes the AVX-512
+    /// panel kernel where the CPU has one (`SMALL` takes the portable one).
+    const PANELLED: CamppConfig = CamppConfig {
+        init_channels: 32,
+        growth_rate: 16,
+        bn_size: 2,
+        block_layers: [2, 2, 2],
+        embedding_size: 16,
+        ..SMALL
+    };
+
     /// Random tensors under every name of `cfg`, BatchNorm variances positive.
     fn random_tensors(cfg: CamppConfig) -> HashMap<String, Tensor> {
         let map = VarMap::new();
@@ -694,9 +705,13 @@ mod tests {
             .collect()
     }
 
-    fn encoder(tensors: &HashMap<String, Tensor>) -> CamppEncoder {
+    fn encoder_of(cfg: CamppConfig, tensors: &HashMap<String, Tensor>) -> CamppEncoder {
         let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
-        CamppEncoder::new(SMALL, vb).unwrap()
+        CamppEncoder::new(cfg, vb).unwrap()
+    }
+
+    fn encoder(tensors: &HashMap<String, Tensor>) -> CamppEncoder {
+        encoder_of(SMALL, tensors)
     }
 
     #[test]

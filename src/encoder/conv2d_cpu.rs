@@ -61,26 +61,26 @@ fn parallelism() -> gemm::Parallelism {
     }
 }
 
-/// `dst += lhs · rhs` for row-major matrices: `lhs` is `m × k` (rows `k` apart), `rhs` is
-/// `k × n` with rows `rhs_stride` apart, `dst` is `m × n` with rows `dst_stride` apart.
-/// Panics when a slice is too short for its shape.
-#[allow(clippy::too_many_arguments)]
+/// `dst += lhs · rhs` for row-major matrices given with their row strides: `lhs` is `m × k`,
+/// `rhs` is `k × n`, `dst` is `m × n`. Panics when a slice is too short for its shape.
 pub(super) fn matmul_add(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     dst_stride: usize,
-    lhs: &[f32],
-    rhs: &[f32],
-    rhs_stride: usize,
+    (lhs, lhs_stride): (&[f32], usize),
+    (rhs, rhs_stride): (&[f32], usize),
 ) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
     assert!(
-        dst_stride >= n && rhs_stride >= n,
+        dst_stride >= n && lhs_stride >= k && rhs_stride >= n,
         "row strides shorter than rows"
     );
-    assert!(lhs.len() >= m * k, "lhs shorter than {m} × {k}");
+    assert!(
+        lhs.len() >= (m - 1) * lhs_stride + k,
+        "lhs shorter than {m} × {k}"
+    );
     assert!(
         rhs.len() >= (k - 1) * rhs_stride + n,
         "rhs shorter than {k} × {n}"
@@ -102,7 +102,7 @@ pub(super) fn matmul_add(
             true,
             lhs.as_ptr(),
             1,
-            k as isize,
+            lhs_stride as isize,
             rhs.as_ptr(),
             1,
             rhs_stride as isize,

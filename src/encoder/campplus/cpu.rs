@@ -1,103 +1,225 @@
 //! The CPU path of CAM++. The FCM head runs item by item on [`CpuConv`] (Winograd for its
-//! stride-1 3×3 convolutions); from the TDNN layer on, the items of a batch sit side by side
-//! as the columns of one `(channels, items × frames)` matrix, so every 1×1 convolution is one
-//! product over the whole batch. A dense block writes each layer's output into the rows after
-//! its input in one buffer, so the concatenation costs nothing; the dilated CAM convolution
-//! is one product over im2col columns padded per item.
+//! stride-1 3×3 convolutions). From the TDNN layer on, activations are time-major: one row
+//! per frame (the items of a batch one after another), one column per channel, so every
+//! convolution is one product `bias + rows · Wᵀ` over the whole batch, on the AVX-512 panel
+//! kernel where the CPU has it (`gemm` elsewhere), split over rayon's threads by rows. A dense
+//! block keeps its growing input in one buffer and writes each layer's channels into the
+//! columns after it, so the concatenation costs nothing; the kernel-3 convolutions read im2col
+//! rows padded per item.
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
-use super::{Affine, CamppEncoder, Conv1d, Conv2dBn, DenseLayer};
+use super::{Affine, CamppConfig, CamppEncoder, Conv1d, Conv2dBn, DenseLayer, ResBlock};
 use crate::encoder::conv2d_cpu::{matmul_add, CpuConv, Plane, Scratch};
+#[cfg(target_arch = "x86_64")]
+use crate::encoder::gemm_avx512::Panels;
 
-/// A batch as columns: `rows × (items · frames)`, item after item along each row.
-struct Columns {
-    data: Vec<f32>,
-    items: usize,
-    frames: usize,
+/// Fewest rows one thread takes of a product.
+const MIN_ROWS_PER_TASK: usize = 48;
+
+/// A convolution as a product over time-major rows: `out[r, :] = bias + x[r, ..depth] · w`,
+/// `w` the transposed kernel `(k · in, out)`, row `j · in + c` for tap `j` and channel `c`.
+struct RowProduct {
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    depth: usize,
+    width: usize,
+    #[cfg(target_arch = "x86_64")]
+    panels: Option<Panels>,
 }
 
-impl Columns {
-    fn zeros(rows: usize, items: usize, frames: usize) -> Self {
-        Self {
-            data: vec![0.0; rows * items * frames],
-            items,
-            frames,
-        }
-    }
-
-    /// Columns of a row.
-    fn width(&self) -> usize {
-        self.items * self.frames
-    }
-}
-
-/// `out[r] = relu(x[r] · scale[r] + shift[r])` over the first `affine`-many rows of `x`.
-fn bn_relu(affine: &Affine, x: &[f32], width: usize, out: &mut Vec<f32>) {
-    let rows = affine.scale.len();
-    out.clear();
-    out.extend_from_slice(&x[..rows * width]);
-    for ((row, &s), &t) in out
-        .chunks_exact_mut(width)
-        .zip(&affine.scale)
-        .zip(&affine.shift)
-    {
-        for v in row {
-            *v = (*v * s + t).max(0.0);
-        }
-    }
-}
-
-/// Fills `dst` (`out × width`, rows `width` apart) with the bias of `conv` (zero without one).
-fn fill_bias(conv: &Conv1d, dst: &mut [f32], width: usize) {
-    match &conv.bias {
-        Some((_, bias)) => {
-            for (row, &b) in dst.chunks_exact_mut(width).zip(bias) {
-                row.fill(b);
+impl RowProduct {
+    /// From a `(out, in, k)` convolution.
+    fn new(conv: &Conv1d) -> Self {
+        let (out, inp, k) = conv.shape;
+        let depth = inp * k;
+        let mut w = vec![0f32; depth * out];
+        for o in 0..out {
+            for c in 0..inp {
+                for j in 0..k {
+                    w[(j * inp + c) * out + o] = conv.host[(o * inp + c) * k + j];
+                }
             }
         }
-        None => dst[..conv.shape.0 * width].fill(0.0),
+        let bias = conv
+            .bias
+            .as_ref()
+            .map_or_else(|| vec![0.0; out], |(_, b)| b.clone());
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            panels: Panels::pack(&w, depth, out),
+            w,
+            bias,
+            depth,
+            width: out,
+        }
+    }
+
+    /// `out` (`rows × width`) for `x` with rows `ldx` apart.
+    fn apply(&self, x: &[f32], ldx: usize, rows: usize, out: &mut [f32]) {
+        let out = &mut out[..rows * self.width];
+        let threads = rayon::current_num_threads();
+        if threads <= 1 || rows < 2 * MIN_ROWS_PER_TASK {
+            return self.apply_serial(x, ldx, rows, out);
+        }
+        let per_task = rows.div_ceil(threads).max(MIN_ROWS_PER_TASK);
+        out.par_chunks_mut(per_task * self.width)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let first = i * per_task;
+                let n = chunk.len() / self.width;
+                self.apply_serial(&x[first * ldx..], ldx, n, chunk);
+            });
+    }
+
+    fn apply_serial(&self, x: &[f32], ldx: usize, rows: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(panels) = &self.panels {
+            return panels.affine(x, ldx, rows, self.depth, &self.bias, out);
+        }
+        for row in out.chunks_exact_mut(self.width) {
+            row.copy_from_slice(&self.bias);
+        }
+        matmul_add(
+            (rows, self.width, self.depth),
+            out,
+            self.width,
+            (x, ldx),
+            (&self.w, self.width),
+        );
     }
 }
 
-/// `dst = bias + conv · x` for a 1×1 `conv` over `x` (`in × width`).
-fn pointwise(conv: &Conv1d, x: &[f32], width: usize, dst: &mut [f32]) {
-    let (out, inp, _) = conv.shape;
-    fill_bias(conv, dst, width);
-    matmul_add((out, width, inp), dst, width, &conv.host, x, width);
+/// `out = relu(x[:, ..channels] · scale + shift)`, `x` with rows `ldx` apart, `out` dense.
+fn bn_relu(affine: &Affine, x: &[f32], ldx: usize, rows: usize, out: &mut Vec<f32>) {
+    let channels = affine.scale.len();
+    out.resize(rows * channels, 0.0);
+    for (dst, src) in out.chunks_exact_mut(channels).zip(x.chunks(ldx)) {
+        for (((d, &v), &s), &t) in dst
+            .iter_mut()
+            .zip(&src[..channels])
+            .zip(&affine.scale)
+            .zip(&affine.shift)
+        {
+            *d = (v * s + t).max(0.0);
+        }
+    }
 }
 
-/// im2col of a `(channels, items × frames)` batch for a kernel `k` with `stride` and
-/// `dilation` (padding `dilation · (k - 1) / 2`, per item): rows `c · k + j`, columns
-/// `item · out_frames + t`.
+fn relu(x: &mut [f32]) {
+    for v in x {
+        *v = v.max(0.0);
+    }
+}
+
+/// im2col of time-major `x` (`items × frames` rows of `channels`): for output frame `t` of an
+/// item, the input frames `t · stride + j · dilation - pad` side by side for taps `j < k`,
+/// zeros where they fall outside the item.
+#[allow(clippy::too_many_arguments)]
 fn im2col(
-    x: &Columns,
+    x: &[f32],
     channels: usize,
+    (items, frames): (usize, usize),
     k: usize,
     stride: usize,
     dilation: usize,
     out_frames: usize,
     col: &mut Vec<f32>,
 ) {
-    let width = x.items * out_frames;
     let pad = (dilation * (k - 1) / 2) as isize;
+    let row_len = k * channels;
     col.clear();
-    col.resize(channels * k * width, 0.0);
-    for c in 0..channels {
-        let row = &x.data[c * x.width()..(c + 1) * x.width()];
-        for j in 0..k {
-            let dst = &mut col[(c * k + j) * width..(c * k + j + 1) * width];
-            let shift = (j * dilation) as isize - pad;
-            for item in 0..x.items {
-                let src = &row[item * x.frames..(item + 1) * x.frames];
-                let out = &mut dst[item * out_frames..(item + 1) * out_frames];
-                for (t, o) in out.iter_mut().enumerate() {
-                    let at = (t * stride) as isize + shift;
-                    if at >= 0 && (at as usize) < x.frames {
-                        *o = src[at as usize];
-                    }
+    col.resize(items * out_frames * row_len, 0.0);
+    for item in 0..items {
+        let src = &x[item * frames * channels..(item + 1) * frames * channels];
+        let dst = &mut col[item * out_frames * row_len..(item + 1) * out_frames * row_len];
+        for (t, row) in dst.chunks_exact_mut(row_len).enumerate() {
+            for (j, tap) in row.chunks_exact_mut(channels).enumerate() {
+                let at = (t * stride + j * dilation) as isize - pad;
+                if at >= 0 && (at as usize) < frames {
+                    let at = at as usize;
+                    tap.copy_from_slice(&src[at * channels..(at + 1) * channels]);
                 }
             }
+        }
+    }
+}
+
+/// One dense layer's products.
+struct CpuDenseLayer {
+    bottleneck: RowProduct,
+    local: RowProduct,
+    context1: RowProduct,
+    context2: RowProduct,
+}
+
+/// A head block's convolutions.
+struct CpuBlock {
+    conv1: CpuConv,
+    conv2: CpuConv,
+    shortcut: Option<CpuConv>,
+}
+
+/// The encoder's weights laid out for the CPU path.
+pub(super) struct CpuModel {
+    stem: CpuConv,
+    blocks: Vec<CpuBlock>,
+    head_out: CpuConv,
+    tdnn: RowProduct,
+    dense_layers: Vec<Vec<CpuDenseLayer>>,
+    transits: Vec<RowProduct>,
+    dense: RowProduct,
+}
+
+fn cpu_conv(conv: &Conv2dBn) -> CpuConv {
+    CpuConv::new(
+        conv.host.0.clone(),
+        conv.host.1.clone(),
+        conv.shape,
+        (conv.stride, 1),
+    )
+}
+
+impl CpuModel {
+    /// The CPU layout of the encoder's parts.
+    pub(super) fn new(
+        (stem, blocks, head_out): (&Conv2dBn, &[ResBlock], &Conv2dBn),
+        tdnn: &Conv1d,
+        dense_blocks: &[(Vec<DenseLayer>, super::Transit)],
+        dense: &Conv1d,
+    ) -> Self {
+        Self {
+            stem: cpu_conv(stem),
+            blocks: blocks
+                .iter()
+                .map(|b| CpuBlock {
+                    conv1: cpu_conv(&b.conv1),
+                    conv2: cpu_conv(&b.conv2),
+                    shortcut: b.shortcut.as_ref().map(cpu_conv),
+                })
+                .collect(),
+            head_out: cpu_conv(head_out),
+            tdnn: RowProduct::new(tdnn),
+            dense_layers: dense_blocks
+                .iter()
+                .map(|(layers, _)| {
+                    layers
+                        .iter()
+                        .map(|l| CpuDenseLayer {
+                            bottleneck: RowProduct::new(&l.bottleneck),
+                            local: RowProduct::new(&l.local),
+                            context1: RowProduct::new(&l.context1),
+                            context2: RowProduct::new(&l.context2),
+                        })
+                        .collect()
+                })
+                .collect(),
+            transits: dense_blocks
+                .iter()
+                .map(|(_, t)| RowProduct::new(&t.conv))
+                .collect(),
+            dense: RowProduct::new(dense),
         }
     }
 }
@@ -108,102 +230,110 @@ struct Buffers {
     normed: Vec<f32>,
     hidden: Vec<f32>,
     col: Vec<f32>,
+    local: Vec<f32>,
     context: Vec<f32>,
     reduced: Vec<f32>,
     mask: Vec<f32>,
 }
 
-/// One dense layer over `x`, whose first `in_channels` rows are its input: writes its
-/// `growth_rate` rows right after them.
-fn dense_layer(layer: &DenseLayer, x: &mut Columns, segment: usize, buf: &mut Buffers) {
-    let width = x.width();
-    let in_channels = layer.input_norm.affine.scale.len();
-    let (bn, _, _) = layer.bottleneck.shape;
-    bn_relu(&layer.input_norm.affine, &x.data, width, &mut buf.normed);
-    buf.hidden.resize(bn * width, 0.0);
-    pointwise(&layer.bottleneck, &buf.normed, width, &mut buf.hidden);
-    for v in &mut buf.hidden {
-        *v = v.max(0.0);
-    }
-    // Context per item and segment: the item's mean plus the segment's.
-    let segments = x.frames.div_ceil(segment);
-    let n_ctx = x.items * segments;
+/// One dense layer over the first `in_channels` columns of `x` (`items × frames` rows, rows
+/// `stride` apart): writes its `growth_rate` channels into the columns after them.
+#[allow(clippy::too_many_arguments)]
+fn dense_layer(
+    layer: &DenseLayer,
+    cpu: &CpuDenseLayer,
+    cfg: &CamppConfig,
+    x: &mut [f32],
+    stride: usize,
+    in_channels: usize,
+    (items, frames): (usize, usize),
+    buf: &mut Buffers,
+) {
+    let rows = items * frames;
+    let bn = cpu.bottleneck.width;
+    bn_relu(&layer.input_norm.affine, x, stride, rows, &mut buf.normed);
+    buf.hidden.resize(rows * bn, 0.0);
+    cpu.bottleneck
+        .apply(&buf.normed, in_channels, rows, &mut buf.hidden);
+    relu(&mut buf.hidden);
+    // Context per item and segment: the item's mean plus the segment's, channel by channel.
+    let segment = cfg.segment_frames;
+    let segments = frames.div_ceil(segment);
     buf.context.clear();
-    buf.context.resize(bn * n_ctx, 0.0);
-    for (c, row) in buf.hidden.chunks_exact(width).enumerate() {
-        for item in 0..x.items {
-            let frames = &row[item * x.frames..(item + 1) * x.frames];
-            let mean = frames.iter().sum::<f32>() / x.frames as f32;
-            for (s, seg) in frames.chunks(segment).enumerate() {
-                let seg_mean = seg.iter().sum::<f32>() / seg.len() as f32;
-                buf.context[c * n_ctx + item * segments + s] = mean + seg_mean;
+    buf.context.resize(items * segments * bn, 0.0);
+    let mut mean = vec![0f32; bn];
+    for item in 0..items {
+        let h = &buf.hidden[item * frames * bn..(item + 1) * frames * bn];
+        mean.fill(0.0);
+        for row in h.chunks_exact(bn) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += v;
+            }
+        }
+        for m in &mut mean {
+            *m /= frames as f32;
+        }
+        for (s, seg) in h.chunks(segment * bn).enumerate() {
+            let n = (seg.len() / bn) as f32;
+            let ctx = &mut buf.context[(item * segments + s) * bn..][..bn];
+            for row in seg.chunks_exact(bn) {
+                for (c, &v) in ctx.iter_mut().zip(row) {
+                    *c += v;
+                }
+            }
+            for (c, &m) in ctx.iter_mut().zip(&mean) {
+                *c = *c / n + m;
             }
         }
     }
-    let reduced = layer.context1.shape.0;
-    buf.reduced.resize(reduced * n_ctx, 0.0);
-    pointwise(&layer.context1, &buf.context, n_ctx, &mut buf.reduced);
-    for v in &mut buf.reduced {
-        *v = v.max(0.0);
-    }
-    let growth = layer.context2.shape.0;
-    buf.mask.resize(growth * n_ctx, 0.0);
-    pointwise(&layer.context2, &buf.reduced, n_ctx, &mut buf.mask);
+    let n_ctx = items * segments;
+    buf.reduced.resize(n_ctx * cpu.context1.width, 0.0);
+    cpu.context1
+        .apply(&buf.context, bn, n_ctx, &mut buf.reduced);
+    relu(&mut buf.reduced);
+    let growth = cpu.context2.width;
+    buf.mask.resize(n_ctx * growth, 0.0);
+    cpu.context2
+        .apply(&buf.reduced, cpu.context1.width, n_ctx, &mut buf.mask);
     for v in &mut buf.mask {
         *v = 1.0 / (1.0 + (-*v).exp());
     }
-    // The dilated local convolution, into the rows after the input, then the mask.
-    let (_, _, k) = layer.local.shape;
-    let hidden = Columns {
-        data: std::mem::take(&mut buf.hidden),
-        items: x.items,
-        frames: x.frames,
-    };
-    im2col(&hidden, bn, k, 1, layer.dilation, x.frames, &mut buf.col);
-    buf.hidden = hidden.data;
-    let out = &mut x.data[in_channels * width..(in_channels + growth) * width];
-    out.fill(0.0);
-    matmul_add(
-        (growth, width, bn * k),
-        out,
-        width,
-        &layer.local.host,
-        &buf.col,
-        width,
+    // The dilated local convolution, masked, into the columns after the input.
+    let k = cpu.local.depth / bn;
+    im2col(
+        &buf.hidden,
+        bn,
+        (items, frames),
+        k,
+        1,
+        layer.dilation,
+        frames,
+        &mut buf.col,
     );
-    for (g, row) in out.chunks_exact_mut(width).enumerate() {
-        for item in 0..x.items {
-            let frames = &mut row[item * x.frames..(item + 1) * x.frames];
-            for (s, seg) in frames.chunks_mut(segment).enumerate() {
-                let m = buf.mask[g * n_ctx + item * segments + s];
-                for v in seg {
-                    *v *= m;
-                }
+    buf.local.resize(rows * growth, 0.0);
+    cpu.local.apply(&buf.col, k * bn, rows, &mut buf.local);
+    for item in 0..items {
+        for t in 0..frames {
+            let r = item * frames + t;
+            let m = &buf.mask[(item * segments + t / segment) * growth..][..growth];
+            let src = &buf.local[r * growth..(r + 1) * growth];
+            let dst = &mut x[r * stride + in_channels..][..growth];
+            for ((d, &v), &m) in dst.iter_mut().zip(src).zip(m) {
+                *d = v * m;
             }
         }
     }
-}
-
-/// The CPU copy of a head convolution (built when the weights are on the CPU).
-fn cpu_conv(conv: &Conv2dBn) -> CpuConv {
-    let (c_out, c_in, k) = conv.shape;
-    CpuConv::new(
-        conv.host.0.clone(),
-        conv.host.1.clone(),
-        (c_out, c_in, k),
-        (conv.stride, 1),
-    )
 }
 
 /// [`CamppEncoder::forward`] on the CPU.
 pub(super) fn forward(encoder: &CamppEncoder, feats: &Tensor) -> candle_core::Result<Tensor> {
     let cfg = &encoder.config;
+    let cpu = &encoder.cpu;
     let (batch, frames, bins) = feats.dims3()?;
     let feats: Vec<f32> = feats.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let cpu = &encoder.cpu;
-    // FCM head, item by item, into the columns of the TDNN layer's input.
-    let head_rows = cfg.head_out();
-    let mut head = Columns::zeros(head_rows, batch, frames);
+    // FCM head, item by item, into time-major rows.
+    let head_channels = cfg.head_out();
+    let mut head = vec![0f32; batch * frames * head_channels];
     let mut scratch = Scratch::default();
     for (item, input) in feats.chunks_exact(frames * bins).enumerate() {
         let mut plane = vec![0f32; frames * bins];
@@ -224,16 +354,21 @@ pub(super) fn forward(encoder: &CamppEncoder, feats: &Tensor) -> candle_core::Re
             x = block.conv2.run(&hidden, Some(residual.data), &mut scratch);
         }
         let x = cpu.head_out.run(&x, None, &mut scratch);
-        for (r, src) in x.data.chunks_exact(frames).enumerate() {
-            head.data[r * batch * frames + item * frames..][..frames].copy_from_slice(src);
+        let rows = &mut head[item * frames * head_channels..(item + 1) * frames * head_channels];
+        for (c, src) in x.data.chunks_exact(frames).enumerate() {
+            for (t, &v) in src.iter().enumerate() {
+                rows[t * head_channels + c] = v;
+            }
         }
     }
-    // TDNN layer (strided), into the first block's buffer.
+    // The strided TDNN layer, into the first block's buffer.
     let t_frames = cfg.tdnn_frames(frames);
+    let rows = batch * t_frames;
     let mut buf = Buffers::default();
     im2col(
         &head,
-        head_rows,
+        head_channels,
+        (batch, frames),
         cfg.tdnn_kernel,
         cfg.tdnn_stride,
         1,
@@ -242,104 +377,69 @@ pub(super) fn forward(encoder: &CamppEncoder, feats: &Tensor) -> candle_core::Re
     );
     drop(head);
     let mut channels = cfg.init_channels;
-    let mut x = Columns::zeros(
-        channels + cfg.block_layers[0] * cfg.growth_rate,
-        batch,
-        t_frames,
-    );
-    let width = x.width();
-    let tdnn = &mut x.data[..channels * width];
-    fill_bias(&encoder.tdnn, tdnn, width);
-    matmul_add(
-        (channels, width, head_rows * cfg.tdnn_kernel),
-        tdnn,
-        width,
-        &encoder.tdnn.host,
-        &buf.col,
-        width,
-    );
-    for v in tdnn.iter_mut() {
-        *v = v.max(0.0);
+    let mut stride = channels + cfg.block_layers[0] * cfg.growth_rate;
+    let mut x = vec![0f32; rows * stride];
+    buf.local.resize(rows * channels, 0.0);
+    cpu.tdnn
+        .apply(&buf.col, cpu.tdnn.depth, rows, &mut buf.local);
+    relu(&mut buf.local);
+    for (dst, src) in x
+        .chunks_exact_mut(stride)
+        .zip(buf.local.chunks_exact(channels))
+    {
+        dst[..channels].copy_from_slice(src);
     }
     // Dense blocks and transits.
-    for (b, (layers, transit)) in encoder.blocks.iter().enumerate() {
-        for layer in layers {
-            dense_layer(layer, &mut x, cfg.segment_frames, &mut buf);
+    for (b, ((layers, transit), cpu_layers)) in
+        encoder.blocks.iter().zip(&cpu.dense_layers).enumerate()
+    {
+        for (layer, cpu_layer) in layers.iter().zip(cpu_layers) {
+            dense_layer(
+                layer,
+                cpu_layer,
+                cfg,
+                &mut x,
+                stride,
+                channels,
+                (batch, t_frames),
+                &mut buf,
+            );
+            channels += cfg.growth_rate;
         }
-        channels += layers.len() * cfg.growth_rate;
-        bn_relu(&transit.norm.affine, &x.data, width, &mut buf.normed);
-        channels /= 2;
-        let next_rows = channels
+        bn_relu(&transit.norm.affine, &x, stride, rows, &mut buf.normed);
+        let product = &cpu.transits[b];
+        channels = product.width;
+        stride = channels
             + cfg
                 .block_layers
                 .get(b + 1)
                 .map_or(0, |&l| l * cfg.growth_rate);
-        let mut next = Columns::zeros(next_rows, batch, t_frames);
-        pointwise(
-            &transit.conv,
-            &buf.normed,
-            width,
-            &mut next.data[..channels * width],
-        );
-        x = next;
+        buf.local.resize(rows * channels, 0.0);
+        product.apply(&buf.normed, product.depth, rows, &mut buf.local);
+        x = vec![0f32; rows * stride];
+        for (dst, src) in x
+            .chunks_exact_mut(stride)
+            .zip(buf.local.chunks_exact(channels))
+        {
+            dst[..channels].copy_from_slice(src);
+        }
     }
-    bn_relu(&encoder.out_norm.affine, &x.data, width, &mut buf.normed);
+    bn_relu(&encoder.out_norm.affine, &x, stride, rows, &mut buf.normed);
     // Statistics pooling per item (f64 sums), then the dense layer.
-    let mut stats = vec![0f32; 2 * channels * batch];
-    for (c, row) in buf.normed.chunks_exact(width).enumerate() {
-        for item in 0..batch {
-            let v = &row[item * t_frames..(item + 1) * t_frames];
-            let n = v.len() as f64;
-            let mean = v.iter().map(|&a| f64::from(a)).sum::<f64>() / n;
-            let var = v
-                .iter()
-                .map(|&a| (f64::from(a) - mean).powi(2))
-                .sum::<f64>()
-                / (n - 1.0);
-            stats[c * batch + item] = mean as f32;
-            stats[(channels + c) * batch + item] = var.sqrt() as f32;
+    let mut stats = vec![0f32; batch * 2 * channels];
+    for (item, out) in stats.chunks_exact_mut(2 * channels).enumerate() {
+        let h = &buf.normed[item * t_frames * channels..(item + 1) * t_frames * channels];
+        let n = t_frames as f64;
+        for c in 0..channels {
+            let column = h.iter().skip(c).step_by(channels);
+            let mean = column.clone().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = column.map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            out[c] = mean as f32;
+            out[channels + c] = var.sqrt() as f32;
         }
     }
-    let dim = cfg.embedding_size;
-    let mut embeddings = vec![0f32; dim * batch];
-    pointwise(&encoder.dense, &stats, batch, &mut embeddings);
-    // (dim, batch) -> (batch, dim)
-    let mut out = vec![0f32; batch * dim];
-    for (d, row) in embeddings.chunks_exact(batch).enumerate() {
-        for (item, &v) in row.iter().enumerate() {
-            out[item * dim + d] = v;
-        }
-    }
-    Tensor::from_vec(out, (batch, dim), &Device::Cpu)
-}
-
-/// The head's convolutions in the CPU layout.
-pub(super) struct CpuHead {
-    stem: CpuConv,
-    blocks: Vec<CpuBlock>,
-    head_out: CpuConv,
-}
-
-struct CpuBlock {
-    conv1: CpuConv,
-    conv2: CpuConv,
-    shortcut: Option<CpuConv>,
-}
-
-impl CpuHead {
-    /// The CPU copies of the head of `stem`, `blocks` and `head_out`.
-    pub(super) fn new(stem: &Conv2dBn, blocks: &[super::ResBlock], head_out: &Conv2dBn) -> Self {
-        Self {
-            stem: cpu_conv(stem),
-            blocks: blocks
-                .iter()
-                .map(|b| CpuBlock {
-                    conv1: cpu_conv(&b.conv1),
-                    conv2: cpu_conv(&b.conv2),
-                    shortcut: b.shortcut.as_ref().map(cpu_conv),
-                })
-                .collect(),
-            head_out: cpu_conv(head_out),
-        }
-    }
+    let mut embeddings = vec![0f32; batch * cfg.embedding_size];
+    cpu.dense
+        .apply(&stats, 2 * channels, batch, &mut embeddings);
+    Tensor::from_vec(embeddings, (batch, cfg.embedding_size), &Device::Cpu)
 }
