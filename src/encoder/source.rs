@@ -1,4 +1,4 @@
-//! Where a model comes from: a built-in name (the card, and for GE2E the weights, compiled
+//! Where a model comes from: a built-in name (the card, and for GE2E and CAM++ the weights, compiled
 //! into the binary from `models/`), a local directory holding `model.json` and its weights or
 //! checkpoint, or a Hugging Face repo id fetched with `hf-hub` into the standard cache.
 //!
@@ -22,7 +22,7 @@ pub const DEFAULT_MODEL: &str = "ge2e-resemblyzer";
 pub const CARD_FILE: &str = "model.json";
 
 /// A model compiled into the binary: its card, and its weights when they are compiled in too
-/// (GE2E); the others' checkpoints come from the hub.
+/// (GE2E, CAM++); the others' checkpoints come from the hub.
 #[derive(Clone, Copy)]
 struct Builtin {
     name: &'static str,
@@ -37,6 +37,13 @@ const BUILTIN: &[Builtin] = &[
         card: include_bytes!("../../models/ge2e-resemblyzer/model.json"),
         weights: Some(include_bytes!(
             "../../models/ge2e-resemblyzer/model.safetensors"
+        )),
+    },
+    Builtin {
+        name: "campplus-zh-en",
+        card: include_bytes!("../../models/campplus-zh-en/model.json"),
+        weights: Some(include_bytes!(
+            "../../models/campplus-zh-en/model.safetensors"
         )),
     },
     Builtin {
@@ -343,7 +350,7 @@ mod tests {
         let names: Vec<&str> = cards.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, builtin_names());
         let architectures: Vec<&str> = cards.iter().map(|c| c.architecture.id()).collect();
-        assert_eq!(architectures, ["ge2e-lstm", "ecapa-tdnn", "resnet34"]);
+        assert_eq!(architectures, ["ge2e-lstm", "campplus", "ecapa-tdnn", "resnet34"]);
     }
 
     #[test]
