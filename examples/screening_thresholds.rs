@@ -8,7 +8,11 @@
 //! program prints window-level and track-level (aggregate) score percentiles, and what the
 //! default thresholds decide.
 //!
-//! `cargo run --release --example screening_thresholds [LIBRISPEECH_MINI_DIR]`
+//! The model is `$VOCALGUARD_MODEL` (default: the server's default), and the thresholds its card
+//! states (else the built-in defaults); the sweep runs from 0.10 below the match threshold to
+//! 0.06 above it.
+//!
+//! `[VOCALGUARD_MODEL=NAME] cargo run --release --example screening_thresholds [LIBRISPEECH_MINI_DIR]`
 
 use std::path::{Path, PathBuf};
 
@@ -49,16 +53,26 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("../shared/data/librispeech-mini"));
-    let model = SpeakerModel::load(DEFAULT_MODEL, &ResolveOptions::from_env()).expect("model");
+    let name = std::env::var("VOCALGUARD_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.to_string());
+    let model = SpeakerModel::load(&name, &ResolveOptions::from_env()).expect("model");
+    let thresholds = model.card().thresholds.clone();
     let embedder = Embedder::new(model, DecodeLimits::default()).expect("embedder");
     let mut config = ScreeningConfig::default();
+    let policy = EnrollmentPolicy::default();
+    if let Some(t) = &thresholds {
+        config.match_threshold = t.match_threshold;
+        config.review_threshold = t.review_threshold;
+    }
+    println!(
+        "model {name}: match {}, review {}",
+        config.match_threshold, config.review_threshold
+    );
     if let Some(w) = std::env::var("WINDOW_S").ok().and_then(|v| v.parse().ok()) {
         config.window_s = w;
     }
     if let Some(h) = std::env::var("HOP_S").ok().and_then(|v| v.parse().ok()) {
         config.hop_s = h;
     }
-    let policy = EnrollmentPolicy::default();
     let mut index = SearchIndex::new(embedder.model().card().embedding_dim);
     let mut targets = Vec::new();
     for speaker_dir in files(&root.join("test-other"))
@@ -172,7 +186,7 @@ fn main() {
         "threshold  held-out targets below  non-target tracks at or above (their best artist)"
     );
     for step in 0..=16 {
-        let x = 0.70 + step as f32 * 0.01;
+        let x = (config.match_threshold - 0.10) as f32 + step as f32 * 0.01;
         println!(
             "{x:.2}       {:>3} / {}                 {:>3} / {}",
             ta.iter().filter(|&&s| s < x).count(),

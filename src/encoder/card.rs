@@ -30,9 +30,52 @@ pub struct ModelCard {
     pub source: String,
     /// License of the weights.
     pub license: String,
+    /// The thresholds measured for this model, which the server uses unless its
+    /// configuration sets its own; absent on cards whose weights were never measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
     /// The architecture with its own sections.
     #[serde(flatten)]
     pub architecture: Architecture,
+}
+
+/// A model's default screening and enrollment thresholds (cosine scores), and how they were
+/// measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// A window matches an artist at or above this.
+    pub match_threshold: f64,
+    /// An artist's aggregate at or above this, short of a match, needs review.
+    pub review_threshold: f64,
+    /// A new reference must score at least this against the artist's voiceprints.
+    pub consistency_threshold: f64,
+    /// A new reference scoring this or more against another artist is refused.
+    pub collision_threshold: f64,
+    /// Where the values come from (data, command, the false-alarm rates they stand for).
+    pub measured: String,
+}
+
+impl Thresholds {
+    /// Checks that the values are cosines in order.
+    fn check(&self) -> Result<(), String> {
+        let all = [
+            self.match_threshold,
+            self.review_threshold,
+            self.consistency_threshold,
+            self.collision_threshold,
+        ];
+        if !all.iter().all(|t| (-1.0..=1.0).contains(t)) {
+            return Err(format!("thresholds {all:?} must lie in -1..1"));
+        }
+        if self.review_threshold > self.match_threshold {
+            return Err(format!(
+                "review_threshold {} exceeds match_threshold {}",
+                self.review_threshold, self.match_threshold
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The architecture of a card with the sections only it has, tagged by `architecture`.
@@ -165,6 +208,9 @@ impl ModelCard {
 
     /// Checks that the sections fit together.
     fn check(&self) -> Result<(), String> {
+        if let Some(t) = &self.thresholds {
+            t.check()?;
+        }
         match &self.architecture {
             Architecture::Ge2e(c) => {
                 if self.embedding_dim != c.encoder.hidden_size

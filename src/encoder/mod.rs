@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 
 use campplus::CamppEncoder;
 pub use card::{
-    Architecture, CamppCard, Checkpoint, FbankCard, Ge2eCard, ModelCard, ModelId, TrimConfig,
-    WeightsRef, SUPPORTED_ARCHITECTURES,
+    Architecture, CamppCard, Checkpoint, FbankCard, Ge2eCard, ModelCard, ModelId, Thresholds,
+    TrimConfig, WeightsRef, SUPPORTED_ARCHITECTURES,
 };
 use convert::{Converted, Converter};
 pub use device::{DeviceChoice, DeviceError};

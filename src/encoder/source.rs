@@ -350,7 +350,10 @@ mod tests {
         let names: Vec<&str> = cards.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, builtin_names());
         let architectures: Vec<&str> = cards.iter().map(|c| c.architecture.id()).collect();
-        assert_eq!(architectures, ["ge2e-lstm", "campplus", "ecapa-tdnn", "resnet34"]);
+        assert_eq!(
+            architectures,
+            ["ge2e-lstm", "campplus", "ecapa-tdnn", "resnet34"]
+        );
     }
 
     #[test]
