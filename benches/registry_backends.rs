@@ -38,7 +38,7 @@ use vocalguard::embed::Embedding;
 use vocalguard::encoder::ModelId;
 use vocalguard::proto::AiDisclosure;
 use vocalguard::registry::backend::StoreLocation;
-use vocalguard::registry::postgres::PoolSettings;
+use vocalguard::registry::backend::PoolSettings;
 use vocalguard::registry::{EnrollmentPolicy, Origin, Registry, VoiceprintLabel};
 
 const DIM: usize = 256;

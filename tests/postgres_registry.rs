@@ -14,7 +14,8 @@ use common::postgres::PgCluster;
 use vocalguard::embed::Embedding;
 use vocalguard::encoder::ModelId;
 use vocalguard::registry::backend::{RegistryStore, StoreLocation};
-use vocalguard::registry::postgres::{migrations, PgStore, PoolSettings};
+use vocalguard::registry::backend::PoolSettings;
+use vocalguard::registry::postgres::{migrations, PgStore};
 use vocalguard::registry::{
     open_store, AuditQuery, EnrollmentPolicy, Origin, Registry, RegistryError, VoiceprintLabel,
 };

@@ -6,11 +6,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::audit::{AuditEvent, AuditQuery, Origin};
 use super::consistency::Contents;
 use super::dump::Dump;
-use super::postgres::PoolSettings;
-use super::{Artist, Authorization, RegistryError, Voiceprint};
+use super::types::{Artist, Authorization, RegistryError, Voiceprint};
 
 /// Where the registry lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,31 @@ impl StoreLocation {
             }
         } else {
             Self::Embedded(PathBuf::from(value))
+        }
+    }
+}
+
+/// Connection pool settings (`[postgres]` in the server configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Longest wait to open a connection, ms.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for a free connection from the pool, ms.
+    pub acquire_timeout_ms: u64,
+    /// Longest a statement may run before the database cancels it, ms.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            connect_timeout_ms: 3000,
+            acquire_timeout_ms: 5000,
+            statement_timeout_ms: 10_000,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! The store's calls are synchronous, like the embedded store's: each runs on this store's own
 //! small Tokio runtime, which also drives the listener.
 
+mod error;
 mod listener;
 pub mod migrations;
 
@@ -17,46 +18,18 @@ use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::watch;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::audit::{AuditAction, AuditEvent, AuditQuery, Change, Origin};
-use super::backend::{Counts, IndexChange, RegistryStore, VersionedChange};
+use super::backend::{Counts, IndexChange, PoolSettings, RegistryStore, VersionedChange};
 use super::consistency::Contents;
 use super::dump::Dump;
-use super::{Artist, Authorization, RegistryError, Voiceprint, VoiceprintLabel};
+use super::types::{Artist, Authorization, RegistryError, Voiceprint, VoiceprintLabel};
 use crate::encoder::ModelId;
+use error::pg_error;
 use listener::Heard;
-
-/// Advisory lock key taken while migrating (an arbitrary constant: "vgmigr" in ASCII).
-const LOCK_MIGRATIONS: i64 = 0x7667_6d69_6772;
-
-/// Connection pool settings (`[postgres]` in the server configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PoolSettings {
-    /// Most connections open at once.
-    pub max_connections: usize,
-    /// Longest wait to open a connection, ms.
-    pub connect_timeout_ms: u64,
-    /// Longest wait for a free connection from the pool, ms.
-    pub acquire_timeout_ms: u64,
-    /// Longest a statement may run before the database cancels it, ms.
-    pub statement_timeout_ms: u64,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            max_connections: 16,
-            connect_timeout_ms: 3000,
-            acquire_timeout_ms: 5000,
-            statement_timeout_ms: 10_000,
-        }
-    }
-}
 
 /// A registry in a PostgreSQL database.
 pub struct PgStore {
@@ -910,35 +883,6 @@ fn describe(config: &tokio_postgres::Config) -> String {
         config.get_user().unwrap_or(""),
         config.get_dbname().unwrap_or("")
     )
-}
-
-/// A database error as a registry error: the server gone, unreachable or shutting down is
-/// [`RegistryError::Unavailable`]; anything else is a storage error.
-fn pg_error(e: tokio_postgres::Error) -> RegistryError {
-    let unavailable = match e.code() {
-        None => true,
-        Some(code) => {
-            code.code().starts_with("08")
-                || [
-                    SqlState::ADMIN_SHUTDOWN,
-                    SqlState::CRASH_SHUTDOWN,
-                    SqlState::CANNOT_CONNECT_NOW,
-                    SqlState::QUERY_CANCELED,
-                    SqlState::TOO_MANY_CONNECTIONS,
-                ]
-                .contains(code)
-        }
-    };
-    let message = match (e.as_db_error(), std::error::Error::source(&e)) {
-        (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
-        (None, Some(cause)) => format!("{e}: {cause}"),
-        (None, None) => e.to_string(),
-    };
-    if unavailable {
-        RegistryError::Unavailable(message)
-    } else {
-        RegistryError::Storage(message)
-    }
 }
 
 fn artist_row(row: &Row) -> Artist {

@@ -13,7 +13,8 @@ use super::audit::{self, AuditAction, AuditEvent, AuditQuery, Change, Origin};
 use super::backend::{Counts, IndexChange, RegistryStore, VersionedChange};
 use super::consistency::Contents;
 use super::dump::Dump;
-use super::{purge, Artist, Authorization, RegistryError, Voiceprint};
+use super::purge;
+use super::types::{Artist, Authorization, RegistryError, Voiceprint};
 use crate::encoder::ModelId;
 
 /// `meta`: schema version, model identity, registry version, and `purge_pending` while a

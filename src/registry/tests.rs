@@ -274,7 +274,7 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
     assert_eq!(occurrences(&path, &doomed.vector), 0);
     assert_eq!(occurrences(&path, &kept.vector), 1);
     assert!(!registry.store.purge_pending().unwrap());
-    assert_eq!(registry.snapshot().index.len(), 1);
+    assert_eq!(registry.mirror.read().index.len(), 1);
     assert_eq!(all_events(&registry).len(), 5, "the purge keeps the trail");
     assert!(!scratch_left(dir.path()));
 
@@ -284,8 +284,8 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
         .unwrap();
     assert_eq!(occurrences(&path, &kept.vector), 0);
     assert!(!registry.store.purge_pending().unwrap());
-    assert_eq!(registry.snapshot().index.len(), 0);
-    assert!(registry.store.all_voiceprints().unwrap().0.is_empty());
+    assert_eq!(registry.mirror.read().index.len(), 0);
+    assert!(registry.mirror.store().all_voiceprints().unwrap().0.is_empty());
     // Writes after the purge land in the new file and survive reopening.
     registry
         .create_artist(&origin("anonymous", "r3"), "c", "C")
@@ -401,7 +401,7 @@ fn a_rebuild_keeps_the_changes_made_while_it_was_built() {
     let registry = open(dir.path()).with_search(config);
     let o = origin("admin", "r");
     enroll_artists(&registry, &o, 6);
-    assert!(!registry.snapshot().index.is_approximate());
+    assert!(!registry.mirror.read().index.is_approximate());
     let pending = registry
         .prepare_rebuild()
         .expect("6 voiceprints are above 3");
@@ -424,7 +424,7 @@ fn a_rebuild_keeps_the_changes_made_while_it_was_built() {
     let (replayed, version) = registry.swap_in(built, pending.from).unwrap();
     assert_eq!(replayed, 4, "an artist, its enrollment, two deletions");
     assert_eq!(version, registry.version());
-    let snapshot = registry.snapshot();
+    let snapshot = registry.mirror.read();
     assert!(snapshot.index.is_approximate());
     assert_eq!(snapshot.index.len(), 5);
     assert!(snapshot.index.embedding(&doomed).is_none());
@@ -454,7 +454,7 @@ fn the_index_builder_switches_to_the_graph_and_back() {
     let wait = || loop {
         rx.recv_timeout(Duration::from_secs(120))
             .expect("the builder reports a rebuild");
-        if !registry.snapshot().index.needs_rebuild() {
+        if !registry.mirror.read().index.needs_rebuild() {
             return registry.index_status();
         }
     };

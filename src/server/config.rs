@@ -16,7 +16,7 @@ use crate::eval::asnorm::{read_cohort, AsNorm};
 use crate::eval::calibration::Calibration;
 use crate::registry::backend::StoreLocation;
 use crate::registry::index::SearchConfig;
-use crate::registry::postgres::PoolSettings;
+use crate::registry::backend::PoolSettings;
 use crate::registry::EnrollmentPolicy;
 use crate::screening::Scoring;
 use crate::screening::ScreeningConfig;
