@@ -10,5 +10,6 @@ pub mod eval;
 pub mod features;
 pub mod proto;
 pub mod registry;
+pub mod scoring;
 pub mod screening;
 pub mod server;

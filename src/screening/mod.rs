@@ -9,10 +9,10 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::{EmbedError, Embedder, WindowConfig};
-use crate::eval::asnorm::AsNorm;
-use crate::eval::calibration::Calibration;
 use crate::registry::index::SearchIndex;
 use crate::registry::{Registry, RegistryError};
+use crate::scoring::asnorm::AsNorm;
+use crate::scoring::calibration::Calibration;
 pub use evidence::{gather, ArtistScores};
 
 /// Errors of screening a track.
