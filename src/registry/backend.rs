@@ -76,17 +76,50 @@ pub struct Counts {
     pub authorizations: u32,
 }
 
-/// What one committed change did to the set of voiceprints, for the search index.
+/// What one committed change did, for the registry's in-memory view (the search index, the
+/// artists' names and the parties they authorize).
 #[derive(Debug, Clone, PartialEq)]
 pub enum IndexChange {
+    /// An artist was created; its display name is `None` when it has been deleted since.
+    ArtistCreated {
+        /// The artist.
+        artist_id: String,
+        /// Its display name, as stored.
+        display_name: Option<String>,
+    },
+    /// An artist was deleted with all its voiceprints and authorizations.
+    ArtistDeleted(String),
     /// A voiceprint was enrolled; `None` when it has been deleted since.
     Enrolled(Option<Voiceprint>),
     /// A voiceprint was deleted.
     VoiceprintDeleted(String),
-    /// An artist was deleted with all its voiceprints.
-    ArtistDeleted(String),
-    /// A change that leaves the voiceprints as they were (artists created, authorizations).
-    Unchanged,
+    /// A party was authorized by an artist (or its grant renewed).
+    Granted {
+        /// The artist granting it.
+        artist_id: String,
+        /// The party.
+        party_id: String,
+    },
+    /// A party's authorization was withdrawn.
+    Revoked {
+        /// The artist.
+        artist_id: String,
+        /// The party.
+        party_id: String,
+    },
+}
+
+/// What the registry's in-memory view is built from at open, read in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewContents {
+    /// Registry version of the contents.
+    pub version: u64,
+    /// Every artist.
+    pub artists: Vec<Artist>,
+    /// Every voiceprint.
+    pub voiceprints: Vec<Voiceprint>,
+    /// Every authorization.
+    pub authorizations: Vec<Authorization>,
 }
 
 /// A change of the registry with the version it produced.
@@ -94,7 +127,7 @@ pub enum IndexChange {
 pub struct VersionedChange {
     /// Registry version after the change.
     pub version: u64,
-    /// What it did to the voiceprints.
+    /// What it did.
     pub change: IndexChange,
 }
 
@@ -115,8 +148,9 @@ pub trait RegistryStore: Send + Sync {
     ) -> Result<(Vec<Artist>, u64), RegistryError>;
     /// Every voiceprint of one artist, in id order.
     fn voiceprints_of(&self, artist_id: &str) -> Result<Vec<Voiceprint>, RegistryError>;
-    /// Every voiceprint, with the registry version they were read at (to build the index).
-    fn all_voiceprints(&self) -> Result<(Vec<Voiceprint>, u64), RegistryError>;
+    /// Every artist, voiceprint and authorization, with the registry version they were read
+    /// at (to build the in-memory view).
+    fn view_contents(&self) -> Result<ViewContents, RegistryError>;
     /// Numbers of voiceprints and authorizations of one artist.
     fn counts_of(&self, artist_id: &str) -> Result<Counts, RegistryError>;
     /// One authorization, if granted.

@@ -257,7 +257,7 @@ mod tests {
             .enroll(&me(), "a", VoiceprintLabel::Speaking, "", &axis(0))
             .unwrap()
             .voiceprint;
-        let contents = registry.store.contents().unwrap();
+        let contents = registry.store().contents().unwrap();
         let mut index = registry.mirror.read().index.clone();
         assert!(super::problems(&contents, &index, contents.version).is_empty());
         index.insert("vp-stray", "a", &axis(1).vector);

@@ -1,5 +1,6 @@
-//! Index maintenance: the store and the in-memory search index kept in step with it. A change
-//! is committed to the store and then applied to the index under the writer lock
+//! Index maintenance: the store and the in-memory [`View`] (search index, artists and their
+//! authorizations) kept in step with it. A change is committed to the store and then applied
+//! to the view under the writer lock
 //! ([`WriterGuard`], taken by [`Mirror::lock_writer`], is the proof every function that needs
 //! the lock asks for); the follower thread catches the index up with other replicas' changes,
 //! and the index-builder thread rebuilds the graph from a copy and swaps it in.
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::backend::{self, IndexChange, RegistryStore, VersionedChange};
 use super::index::{self, SearchConfig, SearchIndex};
-use super::types::{IndexStatus, RegistryError, Voiceprint};
+use super::types::{IndexStatus, RegistryError};
+use super::view::{self, View};
 
 /// How long the index builder waits before trying again after a failed rebuild.
 const REBUILD_RETRY: Duration = Duration::from_secs(5);
@@ -18,22 +20,16 @@ const REBUILD_RETRY: Duration = Duration::from_secs(5);
 /// Most changes read from the store in one catch-up step.
 const CATCH_UP_BATCH: usize = 1000;
 
-/// The search index with the registry version it reflects.
-pub struct Snapshot {
-    /// Every voiceprint.
-    pub index: SearchIndex,
-    /// Registry version of that content.
-    pub version: u64,
-}
-
 /// Proof that the registry's writer lock is held: changes to the store and to the index are
 /// made only while one exists.
-pub(super) struct WriterGuard<'a>(MutexGuard<'a, ()>);
+pub(super) struct WriterGuard<'a> {
+    _held: MutexGuard<'a, ()>,
+}
 
-/// A store and the search index mirroring it.
+/// A store and the view mirroring it.
 pub(super) struct Mirror {
     store: Box<dyn RegistryStore>,
-    snapshot: RwLock<Snapshot>,
+    view: RwLock<View>,
     writer: Mutex<()>,
     dim: usize,
     /// Wakes the index builder (see [`Mirror::maintain`]), once one runs.
@@ -41,25 +37,23 @@ pub(super) struct Mirror {
 }
 
 /// The live voiceprints copied for a rebuild, and the version they were copied at.
-struct PendingRebuild {
-    rows: index::Rows,
-    config: SearchConfig,
-    from: u64,
+pub(super) struct PendingRebuild {
+    /// The live voiceprints.
+    pub(super) rows: index::Rows,
+    /// How the new index is searched.
+    pub(super) config: SearchConfig,
+    /// The version they were copied at.
+    pub(super) from: u64,
     dim: usize,
 }
 
 impl Mirror {
-    /// Builds the index of embeddings of length `dim` from `store`.
+    /// Builds the view, with an index of embeddings of length `dim`, from `store`.
     pub(super) fn open(store: Box<dyn RegistryStore>, dim: usize) -> Result<Self, RegistryError> {
-        let mut index = SearchIndex::new(dim);
-        let (voiceprints, version) = store.all_voiceprints()?;
-        for vp in voiceprints {
-            check_dim(&vp, dim)?;
-            index.insert(&vp.voiceprint_id, &vp.artist_id, &vp.embedding);
-        }
+        let view = View::load(store.view_contents()?, dim)?;
         Ok(Self {
             store,
-            snapshot: RwLock::new(Snapshot { index, version }),
+            view: RwLock::new(view),
             writer: Mutex::new(()),
             dim,
             indexer: Mutex::new(None),
@@ -71,18 +65,20 @@ impl Mirror {
         &*self.store
     }
 
-    /// The index and its version, for reading.
-    pub(super) fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
-        self.snapshot.read().unwrap_or_else(|e| e.into_inner())
+    /// The view, for reading.
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Snapshot> {
-        self.snapshot.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes the writer lock.
     pub(super) fn lock_writer(&self) -> WriterGuard<'_> {
-        WriterGuard(self.writer.lock().unwrap_or_else(|e| e.into_inner()))
+        WriterGuard {
+            _held: self.writer.lock().unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
     /// Sets how the index is searched.
@@ -92,12 +88,12 @@ impl Mirror {
 
     /// What the search index is now.
     pub(super) fn status(&self) -> IndexStatus {
-        let snapshot = self.read();
+        let view = self.read();
         IndexStatus {
-            voiceprints: snapshot.index.len(),
-            approximate: snapshot.index.is_approximate(),
-            deleted: snapshot.index.deleted(),
-            memory_bytes: snapshot.index.memory_bytes(),
+            voiceprints: view.index.len(),
+            approximate: view.index.is_approximate(),
+            deleted: view.index.deleted(),
+            memory_bytes: view.index.memory_bytes(),
         }
     }
 
@@ -193,34 +189,39 @@ impl Mirror {
     }
 
     /// The copy a rebuild starts from, if the index needs one.
-    fn prepare_rebuild(&self) -> Option<PendingRebuild> {
-        let snapshot = self.read();
-        snapshot.index.needs_rebuild().then(|| PendingRebuild {
-            rows: snapshot.index.rows(),
-            config: *snapshot.index.config(),
-            from: snapshot.version,
+    pub(super) fn prepare_rebuild(&self) -> Option<PendingRebuild> {
+        let view = self.read();
+        view.index.needs_rebuild().then(|| PendingRebuild {
+            rows: view.index.rows(),
+            config: *view.index.config(),
+            from: view.version,
             dim: self.dim,
         })
     }
 
-    /// Under the writer lock, brings `index`, built at version `from`, up to date with the
-    /// store and makes it the registry's index; returns the changes replayed and the version.
-    fn swap_in(&self, mut index: SearchIndex, from: u64) -> Result<(usize, u64), RegistryError> {
-        let _w = self.lock_writer();
+    /// Under the writer lock, catches the view up with the store, brings `index`, built at
+    /// version `from`, to the same version and makes it the view's index; returns the changes
+    /// replayed and the version.
+    pub(super) fn swap_in(&self, mut index: SearchIndex, from: u64) -> Result<(usize, u64), RegistryError> {
+        let w = self.lock_writer();
+        let target = self.catch_up(&w)?;
         let mut version = from;
         let mut replayed = 0;
-        loop {
-            let changes = self.store.changes_after(version, CATCH_UP_BATCH)?;
+        while version < target {
+            // Versions have no gaps, so this reads no change beyond `target`.
+            let wanted = usize::try_from(target - version).map_or(CATCH_UP_BATCH, |n| n.min(CATCH_UP_BATCH));
+            let changes = self.store.changes_after(version, wanted)?;
             if changes.is_empty() {
-                break;
+                return Err(RegistryError::Corrupt(format!(
+                    "the store has no change after version {version}, yet it is at {target}"
+                )));
             }
             replayed += changes.len();
-            version = apply_changes(&mut index, version, &changes, self.dim)?;
+            version = view::replay(&mut index, version, &changes, self.dim)?;
         }
-        let mut snapshot = self.write();
-        index.configure(*snapshot.index.config());
-        snapshot.index = index;
-        snapshot.version = version;
+        let mut view = self.write();
+        index.configure(*view.index.config());
+        view.index = index;
         Ok((replayed, version))
     }
 
@@ -307,57 +308,8 @@ impl Mirror {
     /// Applies changes, in version order, that are newer than the index; wakes the index
     /// builder when they leave the index needing a rebuild.
     fn apply(&self, _: &WriterGuard<'_>, changes: &[VersionedChange]) -> Result<(), RegistryError> {
-        {
-            let mut snapshot = self.write();
-            let Snapshot { index, version } = &mut *snapshot;
-            *version = apply_changes(index, *version, changes, self.dim)?;
-        }
+        self.write().apply(changes, self.dim)?;
         self.wake_indexer_if_needed();
         Ok(())
     }
-}
-
-/// Applies to `index`, at `version`, the `changes` newer than that, in order; returns the
-/// version reached.
-fn apply_changes(
-    index: &mut SearchIndex,
-    mut version: u64,
-    changes: &[VersionedChange],
-    dim: usize,
-) -> Result<u64, RegistryError> {
-    for VersionedChange {
-        version: at,
-        change,
-    } in changes
-    {
-        if *at <= version {
-            continue;
-        }
-        match change {
-            IndexChange::Enrolled(Some(vp)) => {
-                check_dim(vp, dim)?;
-                index.insert(&vp.voiceprint_id, &vp.artist_id, &vp.embedding);
-            }
-            IndexChange::VoiceprintDeleted(id) => {
-                index.remove(id);
-            }
-            IndexChange::ArtistDeleted(id) => {
-                index.remove_artist(id);
-            }
-            IndexChange::Enrolled(None) | IndexChange::Unchanged => {}
-        }
-        version = *at;
-    }
-    Ok(version)
-}
-
-fn check_dim(vp: &Voiceprint, dim: usize) -> Result<(), RegistryError> {
-    if vp.embedding.len() != dim {
-        return Err(RegistryError::Corrupt(format!(
-            "voiceprint {} has {} dimensions, the model {dim}",
-            vp.voiceprint_id,
-            vp.embedding.len()
-        )));
-    }
-    Ok(())
 }

@@ -18,6 +18,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 mod types;
+mod view;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,12 +29,11 @@ use crate::encoder::ModelId;
 pub use audit::{AuditAction, AuditEvent, AuditQuery, Origin};
 use backend::{Counts, IndexChange, RegistryStore, StoreLocation};
 use index::SearchConfig;
-pub use mirror::Snapshot;
 use mirror::Mirror;
 use store::EmbeddedStore;
 pub use types::{
-    Artist, ArtistSummary, Authorization, Enrolled, EnrollmentPolicy, IndexStatus, RegistryError,
-    Voiceprint, VoiceprintLabel,
+    Artist, ArtistStanding, ArtistSummary, Authorization, Enrolled, EnrollmentPolicy, IndexStatus,
+    RegistryError, ScoreQuery, Scored, Voiceprint, VoiceprintLabel,
 };
 
 /// The registry: the store, the index mirroring it, and the enrollment checks.
@@ -146,9 +146,9 @@ impl Registry {
         &self.policy
     }
 
-    /// The search index and its version, for reading.
-    pub fn snapshot(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
-        self.mirror.read()
+    /// Whether the search index holds the voiceprint `voiceprint_id`.
+    pub fn is_indexed(&self, voiceprint_id: &str) -> bool {
+        self.mirror.read().index.embedding(voiceprint_id).is_some()
     }
 
     /// Current registry version.
@@ -157,9 +157,26 @@ impl Registry {
     }
 
     /// Numbers of artists and voiceprints.
-    pub fn size(&self) -> Result<(u64, u64), RegistryError> {
-        let (_, artists) = self.store().artists_after(None, 0)?;
-        Ok((artists, self.mirror.read().index.len() as u64))
+    pub fn size(&self) -> (u64, u64) {
+        self.mirror.read().size()
+    }
+
+    /// Answers one screening from one view of the registry: each window's artists with their
+    /// best scores among the `top_k` nearest voiceprints (AS-Norm normalised when the query
+    /// carries a cohort), the display name of every artist named and whether the query's party
+    /// is authorized by it, all at the version the answer reports. No change is applied to the
+    /// view while it is read.
+    pub fn score(&self, query: &ScoreQuery<'_>) -> Scored {
+        self.score_pausing(query, || {})
+    }
+
+    /// [`Registry::score`], running `between` after the windows are scored and before the
+    /// artists are read, still within the same view (tests commit changes there).
+    fn score_pausing(&self, query: &ScoreQuery<'_>, between: impl FnOnce()) -> Scored {
+        let view = self.mirror.read();
+        let windows = view.window_scores(query);
+        between();
+        view.standings(query, windows)
     }
 
     /// Creates an artist; an empty `artist_id` gets a generated one.
@@ -188,7 +205,11 @@ impl Registry {
         };
         let w = self.mirror.lock_writer();
         let version = self.store().insert_artist(origin, &artist)?;
-        self.mirror.advance(&w, version, IndexChange::Unchanged)?;
+        let change = IndexChange::ArtistCreated {
+            artist_id: artist.artist_id.clone(),
+            display_name: Some(artist.display_name.clone()),
+        };
+        self.mirror.advance(&w, version, change)?;
         Ok(artist)
     }
 
@@ -380,7 +401,11 @@ impl Registry {
         };
         let w = self.mirror.lock_writer();
         let version = self.store().put_authorization(origin, &grant)?;
-        self.mirror.advance(&w, version, IndexChange::Unchanged)?;
+        let change = IndexChange::Granted {
+            artist_id: grant.artist_id.clone(),
+            party_id: grant.party_id.clone(),
+        };
+        self.mirror.advance(&w, version, change)?;
         Ok(grant)
     }
 
@@ -394,7 +419,11 @@ impl Registry {
         let w = self.mirror.lock_writer();
         let version = self.store()
             .delete_authorization(origin, artist_id, party_id)?;
-        self.mirror.advance(&w, version, IndexChange::Unchanged)?;
+        let change = IndexChange::Revoked {
+            artist_id: artist_id.to_string(),
+            party_id: party_id.to_string(),
+        };
+        self.mirror.advance(&w, version, change)?;
         Ok(version)
     }
 

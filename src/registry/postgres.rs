@@ -23,7 +23,9 @@ use tokio::sync::watch;
 use tokio_postgres::{NoTls, Row};
 
 use super::audit::{AuditAction, AuditEvent, AuditQuery, Change, Origin};
-use super::backend::{Counts, IndexChange, PoolSettings, RegistryStore, VersionedChange};
+use super::backend::{
+    Counts, IndexChange, PoolSettings, RegistryStore, VersionedChange, ViewContents,
+};
 use super::consistency::Contents;
 use super::dump::Dump;
 use super::types::{Artist, Authorization, RegistryError, Voiceprint, VoiceprintLabel};
@@ -324,7 +326,7 @@ impl RegistryStore for PgStore {
         })
     }
 
-    fn all_voiceprints(&self) -> Result<(Vec<Voiceprint>, u64), RegistryError> {
+    fn view_contents(&self) -> Result<ViewContents, RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
             let tx = snapshot(&mut client).await?;
@@ -333,15 +335,36 @@ impl RegistryStore for PgStore {
                 .await
                 .map_err(pg_error)?
                 .get(0);
-            let rows = tx
+            let artists = tx
+                .query(
+                    "SELECT artist_id, display_name, created_at_unix_s FROM artists ORDER BY artist_id",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            let voiceprints = tx
                 .query(
                     &format!("SELECT {VOICEPRINT_COLUMNS} FROM voiceprints ORDER BY artist_id, voiceprint_id"),
                     &[],
                 )
                 .await
                 .map_err(pg_error)?;
-            let voiceprints = rows.iter().map(voiceprint_row).collect::<Result<_, _>>()?;
-            Ok((voiceprints, version as u64))
+            let authorizations = tx
+                .query(
+                    "SELECT artist_id, party_id, note, granted_at_unix_s FROM authorizations ORDER BY artist_id, party_id",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(ViewContents {
+                version: version as u64,
+                artists: artists.iter().map(artist_row).collect(),
+                voiceprints: voiceprints
+                    .iter()
+                    .map(voiceprint_row)
+                    .collect::<Result<_, _>>()?,
+                authorizations: authorizations.iter().map(authorization_row).collect(),
+            })
         })
     }
 
@@ -610,10 +633,13 @@ impl RegistryStore for PgStore {
                 .query(
                     "SELECT e.registry_version, e.action, e.artist_id, e.voiceprint_id,
                             v.voiceprint_id, v.artist_id, v.label, v.description, v.voiced_s,
-                            v.duration_s, v.created_at_unix_s, v.embedding
+                            v.duration_s, v.created_at_unix_s, v.embedding,
+                            e.party_id, a.display_name
                      FROM audit_events e
                      LEFT JOIN voiceprints v
                        ON e.action = 'enroll_voiceprint' AND v.voiceprint_id = e.voiceprint_id
+                     LEFT JOIN artists a
+                       ON e.action = 'create_artist' AND a.artist_id = e.artist_id
                      WHERE e.registry_version > $1
                      ORDER BY e.registry_version LIMIT $2",
                     &[&(version as i64), &(limit as i64)],
@@ -622,10 +648,31 @@ impl RegistryStore for PgStore {
                 .map_err(pg_error)?;
             rows.iter()
                 .map(|row| {
+                    let version = row.get::<_, i64>(0) as u64;
                     let action = parse_action(row.get(1))?;
                     let artist_id: String = row.get(2);
                     let voiceprint_id: Option<String> = row.get(3);
+                    let party_id: Option<String> = row.get(12);
+                    let party = || {
+                        party_id.clone().ok_or_else(|| {
+                            RegistryError::Corrupt(format!(
+                                "the change to version {version} ({action:?}) names no party"
+                            ))
+                        })
+                    };
                     let change = match (action, voiceprint_id) {
+                        (AuditAction::CreateArtist, _) => IndexChange::ArtistCreated {
+                            display_name: row.get(13),
+                            artist_id,
+                        },
+                        (AuditAction::GrantAuthorization, _) => IndexChange::Granted {
+                            party_id: party()?,
+                            artist_id,
+                        },
+                        (AuditAction::RevokeAuthorization, _) => IndexChange::Revoked {
+                            party_id: party()?,
+                            artist_id,
+                        },
                         (AuditAction::EnrollVoiceprint, _) => {
                             let stored: Option<String> = row.get(4);
                             match stored {
@@ -637,12 +684,13 @@ impl RegistryStore for PgStore {
                             IndexChange::VoiceprintDeleted(id)
                         }
                         (AuditAction::DeleteArtist, _) => IndexChange::ArtistDeleted(artist_id),
-                        _ => IndexChange::Unchanged,
+                        (AuditAction::DeleteVoiceprint, None) => {
+                            return Err(RegistryError::Corrupt(format!(
+                                "the change to version {version} deletes no named voiceprint"
+                            )))
+                        }
                     };
-                    Ok(VersionedChange {
-                        version: row.get::<_, i64>(0) as u64,
-                        change,
-                    })
+                    Ok(VersionedChange { version, change })
                 })
                 .collect()
         })

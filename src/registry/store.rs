@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::audit::{self, AuditAction, AuditEvent, AuditQuery, Change, Origin};
-use super::backend::{Counts, IndexChange, RegistryStore, VersionedChange};
+use super::backend::{Counts, IndexChange, RegistryStore, VersionedChange, ViewContents};
 use super::consistency::Contents;
 use super::dump::Dump;
 use super::purge;
@@ -252,14 +252,28 @@ impl RegistryStore for EmbeddedStore {
     }
 
     /// Every voiceprint in the registry (to build the search index).
-    fn all_voiceprints(&self) -> Result<(Vec<Voiceprint>, u64), RegistryError> {
+    fn view_contents(&self) -> Result<ViewContents, RegistryError> {
         let tx = self.db().begin_read()?;
-        let table = tx.open_table(VOICEPRINTS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            out.push(decode(entry?.1.value(), "voiceprint")?);
+        let mut contents = ViewContents {
+            version: read_version(&tx)?,
+            artists: Vec::new(),
+            voiceprints: Vec::new(),
+            authorizations: Vec::new(),
+        };
+        for entry in tx.open_table(ARTISTS)?.iter()? {
+            contents.artists.push(decode(entry?.1.value(), "artist")?);
         }
-        Ok((out, read_version(&tx)?))
+        for entry in tx.open_table(VOICEPRINTS)?.iter()? {
+            contents
+                .voiceprints
+                .push(decode(entry?.1.value(), "voiceprint")?);
+        }
+        for entry in tx.open_table(AUTHORIZATIONS)?.iter()? {
+            contents
+                .authorizations
+                .push(decode(entry?.1.value(), "authorization")?);
+        }
+        Ok(contents)
     }
 
     /// Numbers of voiceprints and authorizations of one artist.
@@ -564,6 +578,7 @@ impl RegistryStore for EmbeddedStore {
     ) -> Result<Vec<VersionedChange>, RegistryError> {
         let tx = self.db().begin_read()?;
         let events = tx.open_table(audit::EVENTS)?;
+        let artists = tx.open_table(ARTISTS)?;
         let owners = tx.open_table(OWNERS)?;
         let voiceprints = tx.open_table(VOICEPRINTS)?;
         let mut newest_first = Vec::new();
@@ -576,7 +591,33 @@ impl RegistryStore for EmbeddedStore {
         }
         let mut out = Vec::new();
         for event in newest_first.into_iter().rev().take(limit) {
+            let (sequence, action) = (event.sequence, event.action);
+            let party = |party_id: Option<String>| {
+                party_id.ok_or_else(|| {
+                    RegistryError::Corrupt(format!(
+                        "audit event {sequence} ({action:?}) names no party"
+                    ))
+                })
+            };
             let change = match (event.action, event.voiceprint_id) {
+                (AuditAction::CreateArtist, _) => {
+                    let stored: Option<Artist> = artists
+                        .get(event.artist_id.as_str())?
+                        .map(|a| decode(a.value(), "artist"))
+                        .transpose()?;
+                    IndexChange::ArtistCreated {
+                        display_name: stored.map(|a| a.display_name),
+                        artist_id: event.artist_id,
+                    }
+                }
+                (AuditAction::GrantAuthorization, _) => IndexChange::Granted {
+                    party_id: party(event.party_id)?,
+                    artist_id: event.artist_id,
+                },
+                (AuditAction::RevokeAuthorization, _) => IndexChange::Revoked {
+                    party_id: party(event.party_id)?,
+                    artist_id: event.artist_id,
+                },
                 (AuditAction::EnrollVoiceprint, Some(id)) => {
                     let stored = match owners.get(id.as_str())? {
                         Some(owner) => {
@@ -592,7 +633,11 @@ impl RegistryStore for EmbeddedStore {
                 }
                 (AuditAction::DeleteVoiceprint, Some(id)) => IndexChange::VoiceprintDeleted(id),
                 (AuditAction::DeleteArtist, _) => IndexChange::ArtistDeleted(event.artist_id),
-                _ => IndexChange::Unchanged,
+                (AuditAction::EnrollVoiceprint | AuditAction::DeleteVoiceprint, None) => {
+                    return Err(RegistryError::Corrupt(format!(
+                        "audit event {sequence} ({action:?}) names no voiceprint"
+                    )))
+                }
             };
             out.push(VersionedChange {
                 version: event.registry_version,

@@ -1,10 +1,13 @@
-//! The registry's record types (artists, voiceprints, authorizations), the enrollment policy
-//! and what its calls report, and [`RegistryError`]. Every other registry file builds on these;
-//! this one imports none of them.
+//! The registry's record types (artists, voiceprints, authorizations), the enrollment policy,
+//! what its calls ask and report (a screening's [`ScoreQuery`] and [`Scored`] answer), and
+//! [`RegistryError`]. Every other registry file builds on these; this one imports none of them.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::ModelId;
+use crate::scoring::asnorm::AsNorm;
 
 /// Errors of registry operations.
 #[derive(Debug, thiserror::Error)]
@@ -198,4 +201,43 @@ pub struct IndexStatus {
     pub deleted: usize,
     /// Bytes held by the index (estimate).
     pub memory_bytes: usize,
+}
+
+/// What one screening asks the registry (see [`super::Registry::score`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreQuery<'a> {
+    /// The track's window embeddings.
+    pub windows: &'a [&'a [f32]],
+    /// Voiceprints retrieved per window.
+    pub top_k: usize,
+    /// When a cohort is loaded, each hit's cosine score is AS-Norm normalised by it (the
+    /// window's and the voiceprint's cohort statistics).
+    pub as_norm: Option<&'a AsNorm>,
+    /// The party whose authorizations the answer reports (the uploader).
+    pub party_id: &'a str,
+    /// Artists to report on even when no window scores them (the credited ones), if they
+    /// are registered.
+    pub artist_ids: &'a [String],
+}
+
+/// A registry artist as one answer saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtistStanding {
+    /// Name shown to people.
+    pub display_name: String,
+    /// Whether the query's party is authorized by the artist.
+    pub party_authorized: bool,
+}
+
+/// The registry's answer to a [`ScoreQuery`], read from one consistent view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// Registry version of the view every part of the answer was read from.
+    pub version: u64,
+    /// Per window, in the query's order: each artist's best score among the `top_k` nearest
+    /// voiceprints, best first.
+    pub windows: Vec<Vec<(String, f32)>>,
+    /// Every artist scored in any window, and each registered artist of the query's
+    /// `artist_ids`, by id.
+    pub artists: HashMap<String, ArtistStanding>,
 }
