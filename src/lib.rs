@@ -2,6 +2,8 @@
 //! embeddings by one shared pipeline ([`embed`]); the CLI, the server and the evaluator are
 //! front doors onto it.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod audio;
 pub mod cli;
 pub mod embed;
