@@ -330,41 +330,7 @@ impl RegistryStore for PgStore {
         self.run(async {
             let mut client = self.client().await?;
             let tx = snapshot(&mut client).await?;
-            let version: i64 = tx
-                .query_one("SELECT version FROM registry_meta", &[])
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            let artists = tx
-                .query(
-                    "SELECT artist_id, display_name, created_at_unix_s FROM artists ORDER BY artist_id",
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
-            let voiceprints = tx
-                .query(
-                    &format!("SELECT {VOICEPRINT_COLUMNS} FROM voiceprints ORDER BY artist_id, voiceprint_id"),
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
-            let authorizations = tx
-                .query(
-                    "SELECT artist_id, party_id, note, granted_at_unix_s FROM authorizations ORDER BY artist_id, party_id",
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
-            Ok(ViewContents {
-                version: version as u64,
-                artists: artists.iter().map(artist_row).collect(),
-                voiceprints: voiceprints
-                    .iter()
-                    .map(voiceprint_row)
-                    .collect::<Result<_, _>>()?,
-                authorizations: authorizations.iter().map(authorization_row).collect(),
-            })
+            read_records(&tx).await
         })
     }
 
@@ -739,31 +705,10 @@ impl RegistryStore for PgStore {
             let mut client = self.client().await?;
             let tx = snapshot(&mut client).await?;
             let meta = tx
-                .query_one("SELECT model_name, model_sha256, version FROM registry_meta", &[])
+                .query_one("SELECT model_name, model_sha256 FROM registry_meta", &[])
                 .await
                 .map_err(pg_error)?;
-            let artists = tx
-                .query(
-                    "SELECT artist_id, display_name, created_at_unix_s FROM artists ORDER BY artist_id",
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
-            let voiceprints = tx
-                .query(
-                    &format!("SELECT {VOICEPRINT_COLUMNS} FROM voiceprints ORDER BY artist_id, voiceprint_id"),
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
-            let authorizations = tx
-                .query(
-                    "SELECT artist_id, party_id, note, granted_at_unix_s FROM authorizations
-                     ORDER BY artist_id, party_id",
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
+            let records = read_records(&tx).await?;
             let events = tx
                 .query(
                     &format!("SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY sequence"),
@@ -776,10 +721,10 @@ impl RegistryStore for PgStore {
                     name: meta.get(0),
                     sha256: meta.get(1),
                 },
-                version: meta.get::<_, i64>(2) as u64,
-                artists: artists.iter().map(artist_row).collect(),
-                voiceprints: voiceprints.iter().map(voiceprint_row).collect::<Result<_, _>>()?,
-                authorizations: authorizations.iter().map(authorization_row).collect(),
+                version: records.version,
+                artists: records.artists,
+                voiceprints: records.voiceprints,
+                authorizations: records.authorizations,
                 audit_events: events.iter().map(audit_row).collect::<Result<_, _>>()?,
             })
         })
@@ -905,6 +850,48 @@ async fn begin_change(client: &mut Object) -> Result<(Transaction<'_>, u64), Reg
 }
 
 /// Starts a read-only transaction that sees one snapshot for all its statements.
+/// Every artist, voiceprint and authorization, and the version, as `tx` reads them.
+async fn read_records(tx: &Transaction<'_>) -> Result<ViewContents, RegistryError> {
+    let version: i64 = tx
+        .query_one("SELECT version FROM registry_meta", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let artists = tx
+        .query(
+            "SELECT artist_id, display_name, created_at_unix_s FROM artists ORDER BY artist_id",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    let voiceprints = tx
+        .query(
+            &format!(
+                "SELECT {VOICEPRINT_COLUMNS} FROM voiceprints ORDER BY artist_id, voiceprint_id"
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    let authorizations = tx
+        .query(
+            "SELECT artist_id, party_id, note, granted_at_unix_s FROM authorizations
+             ORDER BY artist_id, party_id",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(ViewContents {
+        version: version as u64,
+        artists: artists.iter().map(artist_row).collect(),
+        voiceprints: voiceprints
+            .iter()
+            .map(voiceprint_row)
+            .collect::<Result<_, _>>()?,
+        authorizations: authorizations.iter().map(authorization_row).collect(),
+    })
+}
+
 async fn snapshot(client: &mut Object) -> Result<Transaction<'_>, RegistryError> {
     client
         .build_transaction()

@@ -253,27 +253,7 @@ impl RegistryStore for EmbeddedStore {
 
     /// Every voiceprint in the registry (to build the search index).
     fn view_contents(&self) -> Result<ViewContents, RegistryError> {
-        let tx = self.db().begin_read()?;
-        let mut contents = ViewContents {
-            version: read_version(&tx)?,
-            artists: Vec::new(),
-            voiceprints: Vec::new(),
-            authorizations: Vec::new(),
-        };
-        for entry in tx.open_table(ARTISTS)?.iter()? {
-            contents.artists.push(decode(entry?.1.value(), "artist")?);
-        }
-        for entry in tx.open_table(VOICEPRINTS)?.iter()? {
-            contents
-                .voiceprints
-                .push(decode(entry?.1.value(), "voiceprint")?);
-        }
-        for entry in tx.open_table(AUTHORIZATIONS)?.iter()? {
-            contents
-                .authorizations
-                .push(decode(entry?.1.value(), "authorization")?);
-        }
-        Ok(contents)
+        read_records(&self.db().begin_read()?)
     }
 
     /// Numbers of voiceprints and authorizations of one artist.
@@ -654,25 +634,15 @@ impl RegistryStore for EmbeddedStore {
             name: text(meta.get("model_name")?.as_ref().map(|v| v.value())),
             sha256: text(meta.get("model_sha256")?.as_ref().map(|v| v.value())),
         };
+        let records = read_records(&tx)?;
         let mut dump = Dump {
             model,
-            version: read_version(&tx)?,
-            artists: Vec::new(),
-            voiceprints: Vec::new(),
-            authorizations: Vec::new(),
+            version: records.version,
+            artists: records.artists,
+            voiceprints: records.voiceprints,
+            authorizations: records.authorizations,
             audit_events: Vec::new(),
         };
-        for entry in tx.open_table(ARTISTS)?.iter()? {
-            dump.artists.push(decode(entry?.1.value(), "artist")?);
-        }
-        for entry in tx.open_table(VOICEPRINTS)?.iter()? {
-            dump.voiceprints
-                .push(decode(entry?.1.value(), "voiceprint")?);
-        }
-        for entry in tx.open_table(AUTHORIZATIONS)?.iter()? {
-            dump.authorizations
-                .push(decode(entry?.1.value(), "authorization")?);
-        }
         for entry in tx.open_table(audit::EVENTS)?.iter()? {
             dump.audit_events
                 .push(decode(entry?.1.value(), "audit event")?);
@@ -727,6 +697,30 @@ fn mark_purge_pending(tx: &redb::WriteTransaction) -> Result<(), RegistryError> 
 }
 
 /// The registry version `meta` holds, as `tx` sees it.
+/// Every artist, voiceprint and authorization, and the version, as `tx` reads them.
+fn read_records(tx: &redb::ReadTransaction) -> Result<ViewContents, RegistryError> {
+    let mut records = ViewContents {
+        version: read_version(tx)?,
+        artists: Vec::new(),
+        voiceprints: Vec::new(),
+        authorizations: Vec::new(),
+    };
+    for entry in tx.open_table(ARTISTS)?.iter()? {
+        records.artists.push(decode(entry?.1.value(), "artist")?);
+    }
+    for entry in tx.open_table(VOICEPRINTS)?.iter()? {
+        records
+            .voiceprints
+            .push(decode(entry?.1.value(), "voiceprint")?);
+    }
+    for entry in tx.open_table(AUTHORIZATIONS)?.iter()? {
+        records
+            .authorizations
+            .push(decode(entry?.1.value(), "authorization")?);
+    }
+    Ok(records)
+}
+
 fn read_version(tx: &redb::ReadTransaction) -> Result<u64, RegistryError> {
     let meta = tx.open_table(META)?;
     let version = meta.get("version")?;

@@ -286,7 +286,13 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
     assert_eq!(occurrences(&path, &kept.vector), 0);
     assert!(!registry.store().purge_pending().unwrap());
     assert_eq!(registry.mirror.read().index.len(), 0);
-    assert!(registry.mirror.store().view_contents().unwrap().voiceprints.is_empty());
+    assert!(registry
+        .mirror
+        .store()
+        .view_contents()
+        .unwrap()
+        .voiceprints
+        .is_empty());
     // Writes after the purge land in the new file and survive reopening.
     registry
         .create_artist(&origin("anonymous", "r3"), "c", "C")
@@ -474,10 +480,11 @@ fn the_index_builder_switches_to_the_graph_and_back() {
     registry.verify().unwrap();
 }
 
-/// The query of a screening with one window near axis 0, for party `label`, crediting `a`.
-fn score_a(registry: &Registry) -> Scored {
+/// Runs `f` with the query of a screening with one window near axis 0, for party `label`,
+/// crediting `a`.
+fn with_query_a<T>(f: impl FnOnce(&ScoreQuery<'_>) -> T) -> T {
     let window = embedding(0, 0.02).vector;
-    registry.score(&ScoreQuery {
+    f(&ScoreQuery {
         windows: &[window.as_slice()],
         top_k: 10,
         as_norm: None,
@@ -486,39 +493,51 @@ fn score_a(registry: &Registry) -> Scored {
     })
 }
 
+/// [`with_query_a`]'s answer.
+fn score_a(registry: &Registry) -> Scored {
+    with_query_a(|query| registry.score(query))
+}
+
+/// Creates artist `a` ("Artist A") with one voiceprint near axis 0.
+fn create_a(registry: &Registry, admin: &Origin) {
+    registry.create_artist(admin, "a", "Artist A").unwrap();
+    registry
+        .enroll(
+            admin,
+            "a",
+            VoiceprintLabel::Singing,
+            "",
+            &embedding(0, 0.01),
+        )
+        .unwrap();
+}
+
 #[test]
 fn a_grant_committed_while_an_answer_is_read_shows_in_the_next_answer_with_its_version() {
     let dir = tempfile::tempdir().unwrap();
     let registry = std::sync::Arc::new(open(dir.path()));
     let admin = origin("admin", "req");
-    registry.create_artist(&admin, "a", "Artist A").unwrap();
-    registry
-        .enroll(&admin, "a", VoiceprintLabel::Singing, "", &embedding(0, 0.01))
-        .unwrap();
+    create_a(&registry, &admin);
     let before = registry.version();
-    let window = embedding(0, 0.02).vector;
-    let credited = ["a".to_string()];
-    let query = ScoreQuery {
-        windows: &[window.as_slice()],
-        top_k: 10,
-        as_norm: None,
-        party_id: "label",
-        artist_ids: &credited,
-    };
     let mut granting = None;
-    let scored = registry.score_pausing(&query, || {
-        let r = std::sync::Arc::clone(&registry);
-        granting = Some(std::thread::spawn(move || {
-            r.grant(&origin("admin", "req-grant"), "a", "label", "")
-                .unwrap()
-        }));
-        // Between scoring and reading the authorizations, the grant commits to the store.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while registry.mirror.store().version().unwrap() == before {
-            assert!(std::time::Instant::now() < deadline, "the grant never committed");
-            std::thread::yield_now();
-        }
-        assert!(registry.is_authorized("a", "label").unwrap());
+    let scored = with_query_a(|query| {
+        registry.score_pausing(query, || {
+            let r = std::sync::Arc::clone(&registry);
+            granting = Some(std::thread::spawn(move || {
+                r.grant(&origin("admin", "req-grant"), "a", "label", "")
+                    .unwrap()
+            }));
+            // Between scoring and reading the authorizations, the grant commits to the store.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while registry.mirror.store().version().unwrap() == before {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the grant never committed"
+                );
+                std::thread::yield_now();
+            }
+            assert!(registry.is_authorized("a", "label").unwrap());
+        })
     });
     assert_eq!(scored.windows[0][0].0, "a");
     assert_eq!(scored.version, before);
@@ -535,10 +554,7 @@ fn every_answer_s_authorization_is_the_one_of_the_version_it_reports() {
     let dir = tempfile::tempdir().unwrap();
     let registry = open(dir.path());
     let admin = origin("admin", "req");
-    registry.create_artist(&admin, "a", "Artist A").unwrap();
-    registry
-        .enroll(&admin, "a", VoiceprintLabel::Singing, "", &embedding(0, 0.01))
-        .unwrap();
+    create_a(&registry, &admin);
     let first = registry.version();
     // From `first` on, odd steps grant and even steps revoke.
     let toggles = 100;
@@ -574,11 +590,8 @@ fn the_view_follows_artists_and_grants_across_a_reopen() {
     let admin = origin("admin", "req");
     {
         let registry = open(dir.path());
-        registry.create_artist(&admin, "a", "Artist A").unwrap();
+        create_a(&registry, &admin);
         registry.create_artist(&admin, "b", "Artist B").unwrap();
-        registry
-            .enroll(&admin, "a", VoiceprintLabel::Singing, "", &embedding(0, 0.01))
-            .unwrap();
         registry.grant(&admin, "a", "label", "").unwrap();
         registry.grant(&admin, "b", "label", "").unwrap();
         registry.delete_artist(&admin, "b").unwrap();
