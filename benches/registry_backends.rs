@@ -40,8 +40,8 @@ use server::ServerProcess;
 use vocalguard::embed::Embedding;
 use vocalguard::encoder::ModelId;
 use vocalguard::proto::AiDisclosure;
-use vocalguard::registry::backend::StoreLocation;
 use vocalguard::registry::backend::PoolSettings;
+use vocalguard::registry::backend::StoreLocation;
 use vocalguard::registry::{EnrollmentPolicy, Origin, Registry, ScoreQuery, VoiceprintLabel};
 
 const DIM: usize = 256;

@@ -16,8 +16,8 @@ use vocalguard::encoder::ModelId;
 use vocalguard::registry::backend::{PoolSettings, RegistryStore, StoreLocation};
 use vocalguard::registry::postgres::{migrations, PgStore};
 use vocalguard::registry::{
-    open_store, AuditQuery, EnrollmentPolicy, Origin, Registry, RegistryError, ScoreQuery,
-    Scored, VoiceprintLabel,
+    open_store, AuditQuery, EnrollmentPolicy, Origin, Registry, RegistryError, ScoreQuery, Scored,
+    VoiceprintLabel,
 };
 
 const DIM: usize = 256;
@@ -310,7 +310,10 @@ fn a_replica_answers_with_the_artists_and_grants_other_replicas_made() {
         if scored.version == revoked {
             break;
         }
-        assert!(Instant::now() < deadline, "replica B never reached {revoked}");
+        assert!(
+            Instant::now() < deadline,
+            "replica B never reached {revoked}"
+        );
         std::thread::yield_now();
     }
     assert_eq!(b.size(), (2, 1));

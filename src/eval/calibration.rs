@@ -117,7 +117,6 @@ impl Calibration {
             model_sha256: String::new(),
         })
     }
-
 }
 
 /// The lowest threshold θ on the given scores (one of the non-target scores, or the next float
@@ -212,11 +211,7 @@ impl Objective<'_> {
 }
 
 /// `(slope, offset)` of the prior-weighted logistic calibration (see the module docs).
-fn logistic_fit(
-    targets: &[f64],
-    nontargets: &[f64],
-    p: f64,
-) -> Result<(f64, f64), FitError> {
+fn logistic_fit(targets: &[f64], nontargets: &[f64], p: f64) -> Result<(f64, f64), FitError> {
     let count = (targets.len() + nontargets.len()) as f64;
     let all = || targets.iter().chain(nontargets);
     let mean = all().sum::<f64>() / count;

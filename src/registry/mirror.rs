@@ -202,14 +202,19 @@ impl Mirror {
     /// Under the writer lock, catches the view up with the store, brings `index`, built at
     /// version `from`, to the same version and makes it the view's index; returns the changes
     /// replayed and the version.
-    pub(super) fn swap_in(&self, mut index: SearchIndex, from: u64) -> Result<(usize, u64), RegistryError> {
+    pub(super) fn swap_in(
+        &self,
+        mut index: SearchIndex,
+        from: u64,
+    ) -> Result<(usize, u64), RegistryError> {
         let w = self.lock_writer();
         let target = self.catch_up(&w)?;
         let mut version = from;
         let mut replayed = 0;
         while version < target {
             // Versions have no gaps, so this reads no change beyond `target`.
-            let wanted = usize::try_from(target - version).map_or(CATCH_UP_BATCH, |n| n.min(CATCH_UP_BATCH));
+            let wanted =
+                usize::try_from(target - version).map_or(CATCH_UP_BATCH, |n| n.min(CATCH_UP_BATCH));
             let changes = self.store.changes_after(version, wanted)?;
             if changes.is_empty() {
                 return Err(RegistryError::Corrupt(format!(

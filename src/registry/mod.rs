@@ -215,7 +215,8 @@ impl Registry {
 
     /// One artist with its counts.
     pub fn artist(&self, artist_id: &str) -> Result<ArtistSummary, RegistryError> {
-        let artist = self.store()
+        let artist = self
+            .store()
             .artist(artist_id)?
             .ok_or_else(|| RegistryError::NotFound {
                 what: "artist",
@@ -250,7 +251,11 @@ impl Registry {
     ) -> Result<(Counts, u64), RegistryError> {
         let w = self.mirror.lock_writer();
         let (counts, version) = self.store().delete_artist(origin, artist_id)?;
-        self.mirror.advance(&w, version, IndexChange::ArtistDeleted(artist_id.to_string()))?;
+        self.mirror.advance(
+            &w,
+            version,
+            IndexChange::ArtistDeleted(artist_id.to_string()),
+        )?;
         self.purge_deleted();
         Ok((counts, version))
     }
@@ -296,11 +301,16 @@ impl Registry {
         for _ in 0..ENROLL_ATTEMPTS {
             let (checked_at, consistency_score, nearest_other) =
                 self.check_enrollment(artist_id, &embedding.vector)?;
-            match self.store()
+            match self
+                .store()
                 .insert_voiceprint(origin, &voiceprint, checked_at)
             {
                 Ok(version) => {
-                    self.mirror.advance(&w, version, IndexChange::Enrolled(Some(voiceprint.clone())))?;
+                    self.mirror.advance(
+                        &w,
+                        version,
+                        IndexChange::Enrolled(Some(voiceprint.clone())),
+                    )?;
                     return Ok(Enrolled {
                         voiceprint,
                         consistency_score,
@@ -341,7 +351,8 @@ impl Registry {
         }
         if let Some((other, score)) = &nearest_other {
             if f64::from(*score) >= self.policy.collision_threshold {
-                let other_display_name = self.store()
+                let other_display_name = self
+                    .store()
                     .artist(other)?
                     .map(|a| a.display_name)
                     .unwrap_or_default();
@@ -371,7 +382,8 @@ impl Registry {
     ) -> Result<u64, RegistryError> {
         let w = self.mirror.lock_writer();
         let (_, version) = self.store().delete_voiceprint(origin, voiceprint_id)?;
-        self.mirror.advance(&w, 
+        self.mirror.advance(
+            &w,
             version,
             IndexChange::VoiceprintDeleted(voiceprint_id.to_string()),
         )?;
@@ -417,7 +429,8 @@ impl Registry {
         party_id: &str,
     ) -> Result<u64, RegistryError> {
         let w = self.mirror.lock_writer();
-        let version = self.store()
+        let version = self
+            .store()
             .delete_authorization(origin, artist_id, party_id)?;
         let change = IndexChange::Revoked {
             artist_id: artist_id.to_string(),

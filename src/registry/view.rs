@@ -131,7 +131,12 @@ impl View {
 
     /// Each artist's best score among the `top_k` voiceprints nearest to `window`, AS-Norm
     /// normalised when a cohort is given, best first.
-    fn scores_of(&self, window: &[f32], top_k: usize, as_norm: Option<&AsNorm>) -> Vec<(String, f32)> {
+    fn scores_of(
+        &self,
+        window: &[f32],
+        top_k: usize,
+        as_norm: Option<&AsNorm>,
+    ) -> Vec<(String, f32)> {
         let Some(norm) = as_norm else {
             return self.index.top_artists(window, top_k);
         };
@@ -155,7 +160,11 @@ impl View {
 
     /// The answer to `query` given its `windows` scores: the standing of every artist they
     /// name and of the query's registered `artist_ids`, at this view's version.
-    pub(super) fn standings(&self, query: &ScoreQuery<'_>, windows: Vec<Vec<(String, f32)>>) -> Scored {
+    pub(super) fn standings(
+        &self,
+        query: &ScoreQuery<'_>,
+        windows: Vec<Vec<(String, f32)>>,
+    ) -> Scored {
         let mut artists = HashMap::new();
         let named = windows.iter().flatten().map(|(id, _)| id);
         for id in named.chain(query.artist_ids) {
@@ -186,7 +195,11 @@ pub(super) fn replay(
     changes: &[VersionedChange],
     dim: usize,
 ) -> Result<u64, RegistryError> {
-    for VersionedChange { version: at, change } in changes {
+    for VersionedChange {
+        version: at,
+        change,
+    } in changes
+    {
         if *at <= version {
             continue;
         }

@@ -308,7 +308,11 @@ fn screen_once(
 ) -> Result<Verdict, ScreeningError> {
     let config = &scoring.config;
     let track = embedder.embed_windows(samples, &config.windows())?;
-    let windows: Vec<&[f32]> = track.windows.iter().map(|w| w.embedding.as_slice()).collect();
+    let windows: Vec<&[f32]> = track
+        .windows
+        .iter()
+        .map(|w| w.embedding.as_slice())
+        .collect();
     let scored = registry.score(&ScoreQuery {
         windows: &windows,
         top_k: config.top_k,

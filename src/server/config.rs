@@ -338,8 +338,7 @@ impl ServerConfig {
         let mut config = self.screening;
         let calibration = match &self.calibration {
             Some(path) => {
-                let c =
-                    Calibration::load(path).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                let c = Calibration::load(path).map_err(|e| ConfigError::Invalid(e.to_string()))?;
                 if c.model_sha256 != model.sha256 {
                     return Err(ConfigError::Invalid(format!(
                         "the calibration {} was fitted on scores of model '{}' ({}), but this server loaded {model}; run `vocalguard eval` and `vocalguard calibrate` with this model",
