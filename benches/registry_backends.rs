@@ -142,13 +142,15 @@ fn registry_alone(location: &StoreLocation) -> (f64, f64, f64, f64) {
         let a = i % (ARTISTS * 2);
         let window = vector(a as u64 + 1_000_000, Some(&bases[a]), 0.02);
         let credited = [format!("a{a}")];
-        let scored = registry.score(&ScoreQuery {
-            windows: &[&window],
-            top_k: 10,
-            as_norm: None,
-            party_id: "label",
-            artist_ids: &credited,
-        });
+        let scored = registry
+            .score(&ScoreQuery {
+                windows: &[&window],
+                top_k: 10,
+                as_norm: None,
+                party_id: "label",
+                artist_ids: &credited,
+            })
+            .unwrap();
         assert!(scored.artists.contains_key(&credited[0]));
     }
     let score = reads as f64 / start.elapsed().as_secs_f64();

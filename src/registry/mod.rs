@@ -166,8 +166,17 @@ impl Registry {
     /// carries a cohort), the display name of every artist named and whether the query's party
     /// is authorized by it, all at the version the answer reports. No change is applied to the
     /// view while it is read.
-    pub fn score(&self, query: &ScoreQuery<'_>) -> Scored {
-        self.score_pausing(query, || {})
+    ///
+    /// On a shared store the call first reads the store's version: a replica that cannot reach
+    /// its database answers [`RegistryError::Unavailable`] rather than from a view that may
+    /// lack another replica's revocation, and one whose follower is behind applies the missing
+    /// changes first, so an answer is never older than the call.
+    pub fn score(&self, query: &ScoreQuery<'_>) -> Result<Scored, RegistryError> {
+        if self.store().shared() && self.store().version()? > self.version() {
+            let w = self.mirror.lock_writer();
+            self.mirror.catch_up(&w)?;
+        }
+        Ok(self.score_pausing(query, || {}))
     }
 
     /// [`Registry::score`], running `between` after the windows are scored and before the

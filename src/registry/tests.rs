@@ -495,7 +495,7 @@ fn with_query_a<T>(f: impl FnOnce(&ScoreQuery<'_>) -> T) -> T {
 
 /// [`with_query_a`]'s answer.
 fn score_a(registry: &Registry) -> Scored {
-    with_query_a(|query| registry.score(query))
+    with_query_a(|query| registry.score(query).unwrap())
 }
 
 /// Creates artist `a` ("Artist A") with one voiceprint near axis 0.

@@ -9,7 +9,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::{EmbedError, Embedder, WindowConfig};
-use crate::registry::{Registry, ScoreQuery};
+use crate::registry::{Registry, RegistryError, ScoreQuery};
 use crate::scoring::asnorm::AsNorm;
 use crate::scoring::calibration::Calibration;
 pub use evidence::{gather, ArtistScores};
@@ -20,6 +20,9 @@ pub enum ScreeningError {
     /// The audio could not be embedded.
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    /// The registry's database could not be reached.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 /// Thresholds and windowing of screening.
@@ -319,7 +322,7 @@ fn screen_once(
         as_norm: scoring.as_norm.as_ref(),
         party_id: &upload.uploader_party_id,
         artist_ids: &upload.credited_artist_ids,
-    });
+    })?;
     let mut matches = Vec::new();
     for s in gather(&track, &scored.windows, config) {
         let Some(artist) = scored.artists.get(&s.artist_id) else {

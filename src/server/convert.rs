@@ -59,6 +59,7 @@ pub fn embed_status(e: EmbedError, min_voiced_s: f64) -> Status {
 pub fn screening_status(e: ScreeningError) -> Status {
     match e {
         ScreeningError::Embed(e) => embed_status(e, 0.0),
+        ScreeningError::Registry(e) => registry_status(e),
     }
 }
 
