@@ -4,7 +4,10 @@
 //!
 //! 1. Registry alone, in process, synthetic 256-dimensional voiceprints: enrollments per
 //!    second (the checks, the write transaction with its audit event) from 1 and from 4
-//!    threads, and the per-screening reads (`find_artist` + `is_authorized`) per second.
+//!    threads, and the registry part of one screening per second: before, the store reads
+//!    screening made after the search (`find_artist` + `is_authorized` of the scored artist,
+//!    `find_artist` of the credited one); now one `Registry::score` call (the search of one
+//!    window, names and authorizations from the same in-memory view).
 //! 2. Sync delay: two registries on one database, each with its follower; 200 enrollments on
 //!    A, 20 ms apart; the time from A's commit returning to B's index holding it.
 //! 3. Through the real server: a `vocalguard serve` on each store, enrolling 8 s speech clips
@@ -37,9 +40,9 @@ use server::ServerProcess;
 use vocalguard::embed::Embedding;
 use vocalguard::encoder::ModelId;
 use vocalguard::proto::AiDisclosure;
+use vocalguard::registry::backend::PoolSettings;
 use vocalguard::registry::backend::StoreLocation;
-use vocalguard::registry::postgres::PoolSettings;
-use vocalguard::registry::{EnrollmentPolicy, Origin, Registry, VoiceprintLabel};
+use vocalguard::registry::{EnrollmentPolicy, Origin, Registry, ScoreQuery, VoiceprintLabel};
 
 const DIM: usize = 256;
 const ARTISTS: usize = 200;
@@ -85,9 +88,9 @@ fn embedding(vector: Vec<f32>) -> Embedding {
     }
 }
 
-/// Enrollments per second from `threads` threads over fresh artists, and per-screening reads
-/// per second.
-fn registry_alone(location: &StoreLocation) -> (f64, f64, f64) {
+/// Enrollments per second from `threads` threads over fresh artists, and the registry part
+/// of one screening per second, as store reads and as one `Registry::score`.
+fn registry_alone(location: &StoreLocation) -> (f64, f64, f64, f64) {
     let registry =
         Arc::new(Registry::open_at(location, &model(), DIM, EnrollmentPolicy::default()).unwrap());
     let bases: Vec<Vec<f32>> = (0..ARTISTS as u64 * 2)
@@ -131,8 +134,27 @@ fn registry_alone(location: &StoreLocation) -> (f64, f64, f64) {
         let id = format!("a{}", i % (ARTISTS * 2));
         registry.find_artist(&id).unwrap().unwrap();
         registry.is_authorized(&id, "label").unwrap();
+        registry.find_artist(&id).unwrap().unwrap();
     }
-    (one, four, reads as f64 / start.elapsed().as_secs_f64())
+    let store_reads = reads as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for i in 0..reads {
+        let a = i % (ARTISTS * 2);
+        let window = vector(a as u64 + 1_000_000, Some(&bases[a]), 0.02);
+        let credited = [format!("a{a}")];
+        let scored = registry
+            .score(&ScoreQuery {
+                windows: &[&window],
+                top_k: 10,
+                as_norm: None,
+                party_id: "label",
+                artist_ids: &credited,
+            })
+            .unwrap();
+        assert!(scored.artists.contains_key(&credited[0]));
+    }
+    let score = reads as f64 / start.elapsed().as_secs_f64();
+    (one, four, store_reads, score)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -229,17 +251,18 @@ fn main() {
         "1. registry alone ({} enrollments per run, synthetic {DIM}-d voiceprints)",
         ARTISTS * PER_ARTIST
     );
-    let (e1, e4, er) = registry_alone(&embedded);
-    let (p1, p4, pr) = registry_alone(&pg);
-    println!("| store | enroll/s, 1 thread | enroll/s, 4 threads | screening reads/s |");
-    println!("|---|---|---|---|");
-    println!("| embedded | {e1:.0} | {e4:.0} | {er:.0} |");
-    println!("| PostgreSQL | {p1:.0} | {p4:.0} | {pr:.0} |");
+    let (e1, e4, er, es) = registry_alone(&embedded);
+    let (p1, p4, pr, ps) = registry_alone(&pg);
+    println!("| store | enroll/s, 1 thread | enroll/s, 4 threads | screening's store reads/s (before) | Registry::score/s |");
+    println!("|---|---|---|---|---|");
+    println!("| embedded | {e1:.0} | {e4:.0} | {er:.0} | {es:.0} |");
+    println!("| PostgreSQL | {p1:.0} | {p4:.0} | {pr:.0} | {ps:.0} |");
     println!(
-        "| PostgreSQL / embedded | {:.2} | {:.2} | {:.2} |",
+        "| PostgreSQL / embedded | {:.2} | {:.2} | {:.2} | {:.2} |",
         p1 / e1,
         p4 / e4,
-        pr / er
+        pr / er,
+        ps / es
     );
 
     // A fresh database for the sync measurement.

@@ -512,9 +512,9 @@ async fn deleting_leaves_no_embedding_in_the_file_nor_a_match() {
     assert!(store.artist("purged").unwrap().is_none());
     assert!(store.voiceprints_of("purged").unwrap().is_empty());
     let remaining: Vec<_> = store
-        .all_voiceprints()
+        .view_contents()
         .unwrap()
-        .0
+        .voiceprints
         .into_iter()
         .map(|v| v.voiceprint_id)
         .collect();

@@ -1,4 +1,4 @@
-//! Parity of `vocalguard::eval::{calibration, asnorm}` with an independent reference computed
+//! Parity of `vocalguard::eval::calibration` and `vocalguard::scoring::asnorm` with an independent reference computed
 //! by `tools/calibration_reference.py`: the prior-weighted logistic calibration with
 //! scikit-learn, `threshold_at_fa` with numpy on `synthetic_scores.txt`, and AS-Norm with numpy
 //! on a synthetic cohort stored in the fixture.
@@ -6,8 +6,9 @@
 use std::path::Path;
 
 use serde_json::Value;
-use vocalguard::eval::asnorm::AsNorm;
-use vocalguard::eval::calibration::{threshold_at_fa, Calibration};
+use vocalguard::eval::calibration::threshold_at_fa;
+use vocalguard::scoring::asnorm::AsNorm;
+use vocalguard::scoring::calibration::Calibration;
 
 fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

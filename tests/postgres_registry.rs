@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use common::postgres::PgCluster;
 use vocalguard::embed::Embedding;
 use vocalguard::encoder::ModelId;
-use vocalguard::registry::backend::{RegistryStore, StoreLocation};
-use vocalguard::registry::postgres::{migrations, PgStore, PoolSettings};
+use vocalguard::registry::backend::{PoolSettings, RegistryStore, StoreLocation};
+use vocalguard::registry::postgres::{migrations, PgStore};
 use vocalguard::registry::{
-    open_store, AuditQuery, EnrollmentPolicy, Origin, Registry, RegistryError, VoiceprintLabel,
+    open_store, AuditQuery, EnrollmentPolicy, Origin, Registry, RegistryError, ScoreQuery, Scored,
+    VoiceprintLabel,
 };
 
 const DIM: usize = 256;
@@ -171,7 +172,7 @@ fn registry_operations_behave_alike_on_both_stores() {
     // Reopened, the index is rebuilt from the database.
     let again = open(&pg(&cluster));
     assert_eq!(again.version(), 11);
-    assert_eq!(again.snapshot().index.len(), 1);
+    assert_eq!(again.index_status().voiceprints, 1);
     again.verify().unwrap();
 }
 
@@ -194,7 +195,7 @@ fn replicas_follow_each_other_and_check_enrollments_against_each_other() {
         matches!(&refused, Err(RegistryError::Collision { other_artist_id, .. }) if other_artist_id == "ana"),
         "{refused:?}"
     );
-    assert_eq!(b.snapshot().index.len(), 1);
+    assert_eq!(b.index_status().voiceprints, 1);
 
     a.follow(|_| {}).unwrap();
     b.follow(|_| {}).unwrap();
@@ -221,11 +222,7 @@ fn replicas_follow_each_other_and_check_enrollments_against_each_other() {
             )
             .unwrap();
         delays.push(wait_for(&b, enrolled.version));
-        assert!(b
-            .snapshot()
-            .index
-            .embedding(&enrolled.voiceprint.voiceprint_id)
-            .is_some());
+        assert!(b.is_indexed(&enrolled.voiceprint.voiceprint_id));
     }
     delays.sort();
     eprintln!(
@@ -267,9 +264,69 @@ fn replicas_follow_each_other_and_check_enrollments_against_each_other() {
     eprintln!("after the connections were cut, B caught up in {delay:?}");
     let version = b.delete_artist(&o, "ana").unwrap().1;
     wait_for(&a, version);
-    assert_eq!(a.snapshot().index.len(), 0);
+    assert_eq!(a.index_status().voiceprints, 0);
     a.verify().unwrap();
     b.verify().unwrap();
+}
+
+/// A screening's question to `registry`: one window near axis 0, for party `label`,
+/// crediting `ana`.
+fn score_ana(registry: &Registry) -> Scored {
+    let window = embedding(0, 0.001).vector;
+    registry
+        .score(&ScoreQuery {
+            windows: &[window.as_slice()],
+            top_k: 10,
+            as_norm: None,
+            party_id: "label",
+            artist_ids: &["ana".to_string()],
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_replica_answers_with_the_artists_and_grants_other_replicas_made() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let a = open(&pg(&cluster));
+    let b = Arc::new(open(&pg(&cluster)));
+    b.follow(|_| {}).unwrap();
+    let o = me();
+    a.create_artist(&o, "ana", "Ana").unwrap();
+    a.enroll(&o, "ana", VoiceprintLabel::Singing, "", &embedding(0, 0.0))
+        .unwrap();
+    a.create_artist(&o, "bo", "Bo").unwrap();
+    a.grant(&o, "ana", "label", "").unwrap();
+    let granted = a.version();
+    let revoked = a.revoke(&o, "ana", "label").unwrap();
+    // B's answers move from version to version, each with that version's authorization.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scored = score_ana(&b);
+        assert!(scored.version <= revoked);
+        if let Some(ana) = scored.artists.get("ana") {
+            assert_eq!(ana.display_name, "Ana");
+            assert_eq!(ana.party_authorized, scored.version == granted);
+        }
+        if scored.version == revoked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica B never reached {revoked}"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(b.size(), (2, 1));
+    // Opened afresh, the view is read from the tables; a replica that follows nothing still
+    // answers at the store's version, catching up when asked.
+    let c = open(&pg(&cluster));
+    assert!(!score_ana(&c).artists["ana"].party_authorized);
+    a.grant(&o, "ana", "label", "").unwrap();
+    let scored = score_ana(&c);
+    assert!(scored.artists["ana"].party_authorized);
+    assert_eq!(scored.version, a.version());
 }
 
 #[test]
@@ -465,7 +522,7 @@ fn export_and_import_move_a_registry_between_stores_without_loss() {
     // The imported registries work: the PostgreSQL one serves and verifies.
     let imported = open(&pg(&cluster));
     assert_eq!(imported.version(), 13);
-    assert_eq!(imported.snapshot().index.len(), 2);
+    assert_eq!(imported.index_status().voiceprints, 2);
     imported.verify().unwrap();
     drop(imported);
 

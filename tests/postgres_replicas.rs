@@ -15,8 +15,8 @@ use common::server::ServerProcess;
 use tonic::Code;
 use vocalguard::encoder::ModelId;
 use vocalguard::proto::*;
+use vocalguard::registry::backend::PoolSettings;
 use vocalguard::registry::backend::StoreLocation;
-use vocalguard::registry::postgres::PoolSettings;
 use vocalguard::registry::{EnrollmentPolicy, Registry};
 
 /// A replica on `url`, with its own (unused) data directory.

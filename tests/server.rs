@@ -3,8 +3,9 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
-use common::server::ServerProcess;
+use common::server::{eventually, metric, ServerProcess};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -59,9 +60,10 @@ async fn serve_answers_ping_health_and_metrics_then_stops_on_sigterm() {
     let log = server.log.clone();
     let exit = server.terminate();
     assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let log = log.lock().unwrap();
-    assert!(log.contains("vocalguard stopped"), "{log}");
+    // The log reader thread may still be copying the last lines.
+    eventually("the last log line", Duration::from_secs(10), || {
+        log.lock().unwrap().contains("vocalguard stopped")
+    });
 }
 
 /// A minute of real speech as WAV bytes, and its metadata.
@@ -124,6 +126,15 @@ async fn deadlines_are_honoured_and_shutdown_lets_in_flight_calls_finish() {
         "{expired:?}"
     );
 
+    // The hurried call's work may outlive it; let it drain so that what is seen below is the
+    // next call's.
+    let idle = |page: &str| {
+        metric(page, "vocalguard_uploads_in_flight") == 0.0
+            && metric(page, "vocalguard_inference_queue_depth") == 0.0
+    };
+    eventually("the hurried call to drain", Duration::from_secs(60), || {
+        idle(&server.metrics_page())
+    });
     let in_flight = {
         let mut screening = clients.screening.clone();
         let wav = wav.clone();
@@ -136,7 +147,11 @@ async fn deadlines_are_honoured_and_shutdown_lets_in_flight_calls_finish() {
                 .await
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // In flight once its upload holds a slot or its job is in the pool; SIGTERM only then.
+    eventually("the call to be in flight", Duration::from_secs(30), || {
+        !idle(&server.metrics_page())
+    });
+    assert!(!in_flight.is_finished(), "the call ended before SIGTERM");
     server.signal_term();
     let finished = in_flight
         .await

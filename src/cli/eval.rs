@@ -11,12 +11,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::audio::DecodeLimits;
 use crate::embed::Embedder;
 use crate::encoder::{source::DEFAULT_MODEL, ResolveOptions, SpeakerModel};
-use crate::eval::asnorm::{read_cohort, AsNorm};
 use crate::eval::cache::EmbeddingCache;
-use crate::eval::calibration::Calibration;
 use crate::eval::evaluate::{embed_all, score_trials, summarise, EnrollPooling, EvalSettings};
 use crate::eval::report::{self, SystemRun};
 use crate::eval::trials::{audio_files, load_trials, DirOptions};
+use crate::scoring::asnorm::AsNorm;
+use crate::scoring::calibration::Calibration;
 
 /// `vocalguard eval`.
 #[derive(Debug, Args)]
@@ -100,11 +100,7 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         None => args.trials.parent().unwrap_or(Path::new(".")).to_path_buf(),
     };
     let calibration = match &args.calibration {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Some(Calibration::from_json(&text, &path.display().to_string())?)
-        }
+        Some(path) => Some(Calibration::load(path)?),
         None => None,
     };
     let models = if args.models.is_empty() {
@@ -198,26 +194,15 @@ fn load_cohort(
     cache: &EmbeddingCache,
     top_n: usize,
 ) -> Result<AsNorm> {
-    let vectors = if path.is_dir() {
-        let files =
-            audio_files(path).with_context(|| format!("listing the cohort {}", path.display()))?;
-        let bar = progress(files.len(), "cohort files");
-        let embedded = embed_all(embedder, &files, cache, || bar.inc(1))?;
-        bar.finish_and_clear();
-        files.iter().map(|f| embedded.vectors[f].clone()).collect()
-    } else {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the cohort {}", path.display()))?;
-        let (vectors, model, sha) = read_cohort(&text, &path.display().to_string())?;
-        let id = embedder.model_id();
-        if sha != id.sha256 {
-            bail!(
-                "the cohort {} holds embeddings of model {model} ({sha}), not {id}",
-                path.display()
-            );
-        }
-        vectors
-    };
+    if !path.is_dir() {
+        return Ok(AsNorm::load(path, embedder.model_id(), top_n)?);
+    }
+    let files =
+        audio_files(path).with_context(|| format!("listing the cohort {}", path.display()))?;
+    let bar = progress(files.len(), "cohort files");
+    let embedded = embed_all(embedder, &files, cache, || bar.inc(1))?;
+    bar.finish_and_clear();
+    let vectors = files.iter().map(|f| embedded.vectors[f].clone()).collect();
     Ok(AsNorm::new(vectors, top_n)?)
 }
 

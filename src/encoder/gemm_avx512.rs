@@ -78,16 +78,20 @@ impl Panels {
         out: &mut [f32],
     ) {
         let width = self.width;
-        for_each_tile(rows, width, |row, start, cols| Tile {
-            a: a[row * lda..].as_ptr(),
-            lda,
-            depth,
-            panel: self.data[start * self.depth..].as_ptr(),
-            panel_width: cols,
-            bias: bias[start..].as_ptr(),
-            out: out[row * width + start..].as_mut_ptr(),
-            ldo: width,
-        });
+        // SAFETY: this function is compiled for AVX-512F, which the caller checked; each tile
+        // starts inside `a`, the panels, `bias` and `out`, whose sizes `affine` checked.
+        unsafe {
+            for_each_tile(rows, width, |row, start, cols| Tile {
+                a: a[row * lda..].as_ptr(),
+                lda,
+                depth,
+                panel: self.data[start * self.depth..].as_ptr(),
+                panel_width: cols,
+                bias: bias[start..].as_ptr(),
+                out: out[row * width + start..].as_mut_ptr(),
+                ldo: width,
+            });
+        }
     }
 }
 
@@ -129,7 +133,11 @@ unsafe fn for_each_tile<T: TileKernel>(
                     }
                 };
             }
-            dispatch!(1, 2, 3, 4, 5, 6);
+            // SAFETY: the caller guarantees the kernel's features and that every tile `make`
+            // returns covers `tile_rows` rows and `cols` columns.
+            unsafe {
+                dispatch!(1, 2, 3, 4, 5, 6);
+            }
             row += tile_rows;
         }
     }
@@ -144,7 +152,8 @@ unsafe fn for_each_tile<T: TileKernel>(
 unsafe fn biased<const R: usize, const V: usize>(bias: *const f32) -> [[__m512; V]; R] {
     let mut acc: [[__m512; V]; R] = [[_mm512_setzero_ps(); V]; R];
     for v in 0..V {
-        let b = _mm512_loadu_ps(bias.add(v * LANES));
+        // SAFETY: `bias` holds `V × 16` floats (the caller's guarantee).
+        let b = unsafe { _mm512_loadu_ps(bias.add(v * LANES)) };
         for row in acc.iter_mut() {
             row[v] = b;
         }
@@ -162,7 +171,8 @@ unsafe fn biased<const R: usize, const V: usize>(bias: *const f32) -> [[__m512; 
 unsafe fn store<const R: usize, const V: usize>(acc: &[[__m512; V]; R], out: *mut f32, ldo: usize) {
     for (r, row) in acc.iter().enumerate() {
         for (v, sum) in row.iter().enumerate() {
-            _mm512_storeu_ps(out.add(r * ldo + v * LANES), *sum);
+            // SAFETY: output row `r` has room for `V × 16` floats (the caller's guarantee).
+            unsafe { _mm512_storeu_ps(out.add(r * ldo + v * LANES), *sum) };
         }
     }
 }
@@ -183,21 +193,26 @@ impl TileKernel for Tile {
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn run<const R: usize, const V: usize>(&self) {
-        let mut acc = biased::<R, V>(self.bias);
+        // SAFETY: the tile's bias covers its `V × 16` columns (the caller's guarantee).
+        let mut acc = unsafe { biased::<R, V>(self.bias) };
         for k in 0..self.depth {
-            let w_row = self.panel.add(k * self.panel_width);
+            // SAFETY: the panel holds `depth` rows of `panel_width` (≥ `V × 16`) floats.
+            let w_row = unsafe { self.panel.add(k * self.panel_width) };
             let mut w = [_mm512_setzero_ps(); V];
             for (v, wv) in w.iter_mut().enumerate() {
-                *wv = _mm512_loadu_ps(w_row.add(v * LANES));
+                // SAFETY: as above, `V × 16` floats from the start of panel row `k`.
+                *wv = unsafe { _mm512_loadu_ps(w_row.add(v * LANES)) };
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*self.a.add(r * self.lda + k));
+                // SAFETY: the tile's input covers `R` rows of stride `lda` and `depth` columns.
+                let x = _mm512_set1_ps(unsafe { *self.a.add(r * self.lda + k) });
                 for v in 0..V {
                     row[v] = _mm512_fmadd_ps(x, w[v], row[v]);
                 }
             }
         }
-        store::<R, V>(&acc, self.out, self.ldo);
+        // SAFETY: the tile's output covers `R` rows of stride `ldo` and `V × 16` columns.
+        unsafe { store::<R, V>(&acc, self.out, self.ldo) };
     }
 }
 
@@ -291,23 +306,35 @@ impl PanelsBf16 {
                 let n = (2 * LANES).min(depth - k);
                 padded[..n].copy_from_slice(&row[k..k + n]);
                 padded[n..].fill(0.0);
-                let lo = _mm512_loadu_ps(padded.as_ptr());
-                let hi = _mm512_loadu_ps(padded.as_ptr().add(LANES));
-                let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-                _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed);
+                // SAFETY: `padded` holds 32 floats: 16 from its start and 16 from `LANES`.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm512_loadu_ps(padded.as_ptr()),
+                        _mm512_loadu_ps(padded.as_ptr().add(LANES)),
+                    )
+                };
+                // SAFETY: `__m512bh` and `__m512i` are both 512 bits of plain data.
+                let packed: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo)) };
+                // SAFETY: `dst` is a chunk of 32 `u16`s, 512 bits.
+                unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed) };
             }
         }
         let width = self.width;
-        for_each_tile(rows, width, |row, start, cols| TileBf16 {
-            a: scratch[row * stride..].as_ptr(),
-            lda: stride,
-            pairs: depth / 2,
-            panel: self.data[start * self.depth..].as_ptr(),
-            panel_width: cols,
-            bias: bias[start..].as_ptr(),
-            out: out[row * width + start..].as_mut_ptr(),
-            ldo: width,
-        });
+        // SAFETY: this function is compiled for AVX-512F and AVX512_BF16, which the caller
+        // checked; each tile starts inside `scratch`, the panels, `bias` and `out`, whose sizes
+        // `affine` checked and `scratch` was resized to.
+        unsafe {
+            for_each_tile(rows, width, |row, start, cols| TileBf16 {
+                a: scratch[row * stride..].as_ptr(),
+                lda: stride,
+                pairs: depth / 2,
+                panel: self.data[start * self.depth..].as_ptr(),
+                panel_width: cols,
+                bias: bias[start..].as_ptr(),
+                out: out[row * width + start..].as_mut_ptr(),
+                ldo: width,
+            });
+        }
     }
 }
 
@@ -337,29 +364,41 @@ impl TileKernel for TileBf16 {
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[inline]
     unsafe fn run<const R: usize, const V: usize>(&self) {
-        let mut acc = biased::<R, V>(self.bias);
+        // SAFETY: the tile's bias covers its `V × 16` columns (the caller's guarantee).
+        let mut acc = unsafe { biased::<R, V>(self.bias) };
         for p in 0..self.pairs {
-            let w_row = self.panel.add(p * 2 * self.panel_width);
-            let mut w: [__m512bh; V] =
-                [std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()); V];
+            // SAFETY: the panel holds `pairs` rows of `2 × panel_width` (≥ `V × 32`) values.
+            let w_row = unsafe { self.panel.add(p * 2 * self.panel_width) };
+            // SAFETY: `__m512` and `__m512bh` are both 512 bits of plain data.
+            let zero = unsafe { std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()) };
+            let mut w: [__m512bh; V] = [zero; V];
             for (v, wv) in w.iter_mut().enumerate() {
-                *wv = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                    w_row.add(v * 2 * LANES).cast(),
-                ));
+                // SAFETY: 32 values from the start of pair row `p`, inside it as above; both
+                // types are 512 bits of plain data.
+                *wv = unsafe {
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        w_row.add(v * 2 * LANES).cast(),
+                    ))
+                };
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                let pair = self
-                    .a
-                    .add(r * self.lda + 2 * p)
-                    .cast::<u32>()
-                    .read_unaligned();
-                let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair as i32));
+                // SAFETY: the tile's input covers `R` rows of stride `lda` and `2 × pairs`
+                // values; the pair is read unaligned.
+                let pair = unsafe {
+                    self.a
+                        .add(r * self.lda + 2 * p)
+                        .cast::<u32>()
+                        .read_unaligned()
+                };
+                // SAFETY: `__m512i` and `__m512bh` are both 512 bits of plain data.
+                let x: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(pair as i32)) };
                 for v in 0..V {
                     row[v] = _mm512_dpbf16_ps(row[v], x, w[v]);
                 }
             }
         }
-        store::<R, V>(&acc, self.out, self.ldo);
+        // SAFETY: the tile's output covers `R` rows of stride `ldo` and `V × 16` columns.
+        unsafe { store::<R, V>(&acc, self.out, self.ldo) };
     }
 }
 

@@ -1,5 +1,5 @@
-//! Score calibration: raw scores to natural-log likelihood ratios, and a decision threshold at
-//! a chosen false-alarm rate.
+//! Fitting a score calibration ([`Calibration`], applied by [`crate::scoring`]): raw scores to
+//! natural-log likelihood ratios, and a decision threshold at a chosen false-alarm rate.
 //!
 //! # Logistic calibration
 //!
@@ -23,7 +23,7 @@
 //! further decrease). The computation is deterministic. If all scores are equal they carry no
 //! information and the fit is `a = b = 0`. Scores where the targets and the non-targets do not
 //! overlap (every target `>=` every non-target, or `<=`) have no finite optimum — the slope
-//! would grow without bound — and are refused with [`CalibrationError::Separated`].
+//! would grow without bound — and are refused with [`FitError::Separated`].
 //!
 //! # Threshold
 //!
@@ -31,9 +31,8 @@
 //! `score >= threshold`, as in [`super::metrics`]) with at most a given false-alarm rate on the
 //! non-target scores.
 
-use serde::{Deserialize, Serialize};
-
 use super::metrics::{check_scores, MetricsError};
+use crate::scoring::calibration::Calibration;
 
 /// Gradient magnitude (per component, standardised scores) at which the fit has converged.
 const GRADIENT_TOLERANCE: f64 = 1e-12;
@@ -42,9 +41,9 @@ const MAX_ITERATIONS: usize = 100;
 /// Step halvings tried by the line search before rounding is taken to stop all progress.
 const MAX_HALVINGS: u32 = 60;
 
-/// Why a calibration could not be fitted or loaded.
+/// Why a calibration could not be fitted.
 #[derive(Debug, thiserror::Error)]
-pub enum CalibrationError {
+pub enum FitError {
     #[error(transparent)]
     Scores(#[from] MetricsError),
     #[error("p_target must lie in the open interval (0, 1), got {0}")]
@@ -75,43 +74,6 @@ pub enum CalibrationError {
         "logistic calibration did not converge in {iterations} iterations (gradient {gradient:e})"
     )]
     NotConverged { iterations: usize, gradient: f64 },
-    #[error("{origin}: not a calibration file: {source}")]
-    Json {
-        origin: String,
-        source: serde_json::Error,
-    },
-    #[error("{origin}: invalid calibration: {reason}")]
-    Invalid { origin: String, reason: String },
-}
-
-/// What a calibration file holds; serialises to JSON (serde), loaded by the server's
-/// configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Calibration {
-    /// LLR = slope * score + offset (natural log).
-    pub slope: f64,
-    /// See `slope`.
-    pub offset: f64,
-    /// The prior the logistic regression was weighted for (p_target).
-    pub p_target: f64,
-    /// Decision threshold on raw scores reaching at most `target_fa_rate` false alarms on the
-    /// non-target scores it was fitted on.
-    pub threshold: f64,
-    /// The false-alarm rate the threshold was chosen for.
-    pub target_fa_rate: f64,
-    /// The false-alarm rate at `threshold` on the fitting data.
-    pub fa_rate: f64,
-    /// The miss rate at `threshold` on the fitting data.
-    pub miss_rate: f64,
-    /// Number of target trials it was fitted on.
-    pub n_target: usize,
-    /// Number of non-target trials it was fitted on.
-    pub n_nontarget: usize,
-    /// Model name the scores came from (set by the caller; empty if unknown).
-    pub model: String,
-    /// SHA-256 of the model weights the scores came from (set by the caller; empty if unknown).
-    pub model_sha256: String,
 }
 
 impl Calibration {
@@ -122,18 +84,18 @@ impl Calibration {
         nontargets: &[f64],
         p_target: f64,
         target_fa_rate: f64,
-    ) -> Result<Self, CalibrationError> {
+    ) -> Result<Self, FitError> {
         check_scores(targets, nontargets)?;
         // Written so that NaN fails too.
         if !(p_target > 0.0 && p_target < 1.0) {
-            return Err(CalibrationError::InvalidPTarget(p_target));
+            return Err(FitError::InvalidPTarget(p_target));
         }
         if !(target_fa_rate > 0.0 && target_fa_rate < 1.0) {
-            return Err(CalibrationError::InvalidFaRate(target_fa_rate));
+            return Err(FitError::InvalidFaRate(target_fa_rate));
         }
         let needed = (1.0 / target_fa_rate).ceil() as usize;
         if nontargets.len() < needed {
-            return Err(CalibrationError::TooFewNontargets {
+            return Err(FitError::TooFewNontargets {
                 rate: target_fa_rate,
                 needed,
                 have: nontargets.len(),
@@ -154,44 +116,6 @@ impl Calibration {
             model: String::new(),
             model_sha256: String::new(),
         })
-    }
-
-    /// The log-likelihood ratio of a raw score.
-    pub fn llr(&self, score: f64) -> f64 {
-        self.slope * score + self.offset
-    }
-
-    /// Pretty-printed JSON (no trailing newline).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a struct of numbers and strings serialises")
-    }
-
-    /// Parses and checks a calibration file; errors name `origin` (e.g. the file's path).
-    pub fn from_json(text: &str, origin: &str) -> Result<Self, CalibrationError> {
-        let c: Self = serde_json::from_str(text).map_err(|source| CalibrationError::Json {
-            origin: origin.to_owned(),
-            source,
-        })?;
-        let invalid = |reason: String| CalibrationError::Invalid {
-            origin: origin.to_owned(),
-            reason,
-        };
-        for (name, value) in [
-            ("p_target", c.p_target),
-            ("target_fa_rate", c.target_fa_rate),
-        ] {
-            if !(value > 0.0 && value < 1.0) {
-                return Err(invalid(format!(
-                    "{name} must lie in the open interval (0, 1), got {value}"
-                )));
-            }
-        }
-        for (name, value) in [("fa_rate", c.fa_rate), ("miss_rate", c.miss_rate)] {
-            if !(0.0..=1.0).contains(&value) {
-                return Err(invalid(format!("{name} must lie in [0, 1], got {value}")));
-            }
-        }
-        Ok(c)
     }
 }
 
@@ -287,11 +211,7 @@ impl Objective<'_> {
 }
 
 /// `(slope, offset)` of the prior-weighted logistic calibration (see the module docs).
-fn logistic_fit(
-    targets: &[f64],
-    nontargets: &[f64],
-    p: f64,
-) -> Result<(f64, f64), CalibrationError> {
+fn logistic_fit(targets: &[f64], nontargets: &[f64], p: f64) -> Result<(f64, f64), FitError> {
     let count = (targets.len() + nontargets.len()) as f64;
     let all = || targets.iter().chain(nontargets);
     let mean = all().sum::<f64>() / count;
@@ -302,7 +222,7 @@ fn logistic_fit(
     let (min_target, max_target) = range(targets);
     let (min_nontarget, max_nontarget) = range(nontargets);
     if max_nontarget <= min_target || max_target <= min_nontarget {
-        return Err(CalibrationError::Separated {
+        return Err(FitError::Separated {
             min_target,
             max_target,
             min_nontarget,
@@ -323,7 +243,7 @@ fn logistic_fit(
 }
 
 /// Damped Newton iteration from `(0, 0)`.
-fn minimise(objective: &Objective) -> Result<(f64, f64), CalibrationError> {
+fn minimise(objective: &Objective) -> Result<(f64, f64), FitError> {
     let (mut a, mut b) = (0.0, 0.0);
     let mut e = objective.eval(a, b);
     for _ in 0..MAX_ITERATIONS {
@@ -369,7 +289,7 @@ fn minimise(objective: &Objective) -> Result<(f64, f64), CalibrationError> {
         (a, b, e) = (a_next, b_next, next);
     }
     let [ga, gb] = e.grad;
-    Err(CalibrationError::NotConverged {
+    Err(FitError::NotConverged {
         iterations: MAX_ITERATIONS,
         gradient: ga.abs().max(gb.abs()),
     })
@@ -379,6 +299,7 @@ fn minimise(objective: &Objective) -> Result<(f64, f64), CalibrationError> {
 mod tests {
     use super::*;
     use crate::eval::metrics::{cllr, SplitMix64};
+    use crate::scoring::calibration::CalibrationError;
 
     /// `n` draws from N(mean, 1) (Box–Muller on SplitMix64).
     fn gaussian(rng: &mut SplitMix64, n: usize, mean: f64) -> Vec<f64> {
@@ -461,7 +382,7 @@ mod tests {
             (&[-1.0, -2.0], &[1.0, 2.0]), // reversed
         ] {
             let e = Calibration::fit(t, n, 0.5, 0.5).unwrap_err();
-            assert!(matches!(e, CalibrationError::Separated { .. }), "{e}");
+            assert!(matches!(e, FitError::Separated { .. }), "{e}");
             assert!(e.to_string().contains("do not overlap"), "{e}");
         }
     }
@@ -535,16 +456,16 @@ mod tests {
         let t = [0.5, 0.9];
         assert!(matches!(
             Calibration::fit(&[], &n, 0.5, 0.1),
-            Err(CalibrationError::Scores(MetricsError::EmptyTargets))
+            Err(FitError::Scores(MetricsError::EmptyTargets))
         ));
         assert!(matches!(
             Calibration::fit(&t, &[], 0.5, 0.1),
-            Err(CalibrationError::Scores(MetricsError::EmptyNontargets))
+            Err(FitError::Scores(MetricsError::EmptyNontargets))
         ));
         let e = Calibration::fit(&t, &[0.0, f64::NAN], 0.5, 0.1).unwrap_err();
         assert!(matches!(
             e,
-            CalibrationError::Scores(MetricsError::NonFiniteScore {
+            FitError::Scores(MetricsError::NonFiniteScore {
                 set: "nontarget",
                 index: 1,
                 ..
@@ -553,18 +474,18 @@ mod tests {
         for p in [0.0, 1.0, f64::NAN] {
             assert!(matches!(
                 Calibration::fit(&t, &n, p, 0.1),
-                Err(CalibrationError::InvalidPTarget(_))
+                Err(FitError::InvalidPTarget(_))
             ));
             assert!(matches!(
                 Calibration::fit(&t, &n, 0.5, p),
-                Err(CalibrationError::InvalidFaRate(_))
+                Err(FitError::InvalidFaRate(_))
             ));
         }
         assert!(Calibration::fit(&t, &n, 0.5, 0.01).is_ok());
         let e = Calibration::fit(&t, &n, 0.5, 0.001).unwrap_err();
         assert!(matches!(
             e,
-            CalibrationError::TooFewNontargets {
+            FitError::TooFewNontargets {
                 needed: 1000,
                 have: 100,
                 ..

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::asnorm::AsNorm;
 use super::cache::{CacheError, CachedEmbedding, EmbeddingCache};
-use super::calibration::Calibration;
 use super::metrics::{act_dcf, bootstrap_ci, cllr, eer, min_dcf, MetricsError};
 use super::trials::TrialList;
 use crate::embed::{cosine, Embedder};
+use crate::scoring::asnorm::AsNorm;
+use crate::scoring::calibration::Calibration;
 
 /// Errors of an evaluation run.
 #[derive(Debug, thiserror::Error)]

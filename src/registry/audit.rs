@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::RegistryError;
+use super::types::RegistryError;
 
 /// `audit_events`: sequence number → JSON [`AuditEvent`].
 pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");

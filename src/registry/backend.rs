@@ -6,11 +6,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::audit::{AuditEvent, AuditQuery, Origin};
 use super::consistency::Contents;
 use super::dump::Dump;
-use super::postgres::PoolSettings;
-use super::{Artist, Authorization, RegistryError, Voiceprint};
+use super::types::{Artist, Authorization, RegistryError, Voiceprint};
 
 /// Where the registry lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +42,31 @@ impl StoreLocation {
     }
 }
 
+/// Connection pool settings (`[postgres]` in the server configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Longest wait to open a connection, ms.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for a free connection from the pool, ms.
+    pub acquire_timeout_ms: u64,
+    /// Longest a statement may run before the database cancels it, ms.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            connect_timeout_ms: 3000,
+            acquire_timeout_ms: 5000,
+            statement_timeout_ms: 10_000,
+        }
+    }
+}
+
 /// Numbers of records one deletion removed, or one artist holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -50,17 +76,50 @@ pub struct Counts {
     pub authorizations: u32,
 }
 
-/// What one committed change did to the set of voiceprints, for the search index.
+/// What one committed change did, for the registry's in-memory view (the search index, the
+/// artists' names and the parties they authorize).
 #[derive(Debug, Clone, PartialEq)]
 pub enum IndexChange {
+    /// An artist was created; its display name is `None` when it has been deleted since.
+    ArtistCreated {
+        /// The artist.
+        artist_id: String,
+        /// Its display name, as stored.
+        display_name: Option<String>,
+    },
+    /// An artist was deleted with all its voiceprints and authorizations.
+    ArtistDeleted(String),
     /// A voiceprint was enrolled; `None` when it has been deleted since.
     Enrolled(Option<Voiceprint>),
     /// A voiceprint was deleted.
     VoiceprintDeleted(String),
-    /// An artist was deleted with all its voiceprints.
-    ArtistDeleted(String),
-    /// A change that leaves the voiceprints as they were (artists created, authorizations).
-    Unchanged,
+    /// A party was authorized by an artist (or its grant renewed).
+    Granted {
+        /// The artist granting it.
+        artist_id: String,
+        /// The party.
+        party_id: String,
+    },
+    /// A party's authorization was withdrawn.
+    Revoked {
+        /// The artist.
+        artist_id: String,
+        /// The party.
+        party_id: String,
+    },
+}
+
+/// What the registry's in-memory view is built from at open, read in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewContents {
+    /// Registry version of the contents.
+    pub version: u64,
+    /// Every artist.
+    pub artists: Vec<Artist>,
+    /// Every voiceprint.
+    pub voiceprints: Vec<Voiceprint>,
+    /// Every authorization.
+    pub authorizations: Vec<Authorization>,
 }
 
 /// A change of the registry with the version it produced.
@@ -68,7 +127,7 @@ pub enum IndexChange {
 pub struct VersionedChange {
     /// Registry version after the change.
     pub version: u64,
-    /// What it did to the voiceprints.
+    /// What it did.
     pub change: IndexChange,
 }
 
@@ -89,8 +148,9 @@ pub trait RegistryStore: Send + Sync {
     ) -> Result<(Vec<Artist>, u64), RegistryError>;
     /// Every voiceprint of one artist, in id order.
     fn voiceprints_of(&self, artist_id: &str) -> Result<Vec<Voiceprint>, RegistryError>;
-    /// Every voiceprint, with the registry version they were read at (to build the index).
-    fn all_voiceprints(&self) -> Result<(Vec<Voiceprint>, u64), RegistryError>;
+    /// Every artist, voiceprint and authorization, with the registry version they were read
+    /// at (to build the in-memory view).
+    fn view_contents(&self) -> Result<ViewContents, RegistryError>;
     /// Numbers of voiceprints and authorizations of one artist.
     fn counts_of(&self, artist_id: &str) -> Result<Counts, RegistryError>;
     /// One authorization, if granted.

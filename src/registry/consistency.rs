@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::audit::AuditEvent;
 use super::index::SearchIndex;
-use super::{Artist, Authorization, Voiceprint};
+use super::types::{Artist, Authorization, Voiceprint};
 
 /// Every record of the store, read in one transaction.
 #[derive(Debug, Clone, Default)]
@@ -257,8 +257,8 @@ mod tests {
             .enroll(&me(), "a", VoiceprintLabel::Speaking, "", &axis(0))
             .unwrap()
             .voiceprint;
-        let contents = registry.store.contents().unwrap();
-        let mut index = registry.snapshot().index.clone();
+        let contents = registry.store().contents().unwrap();
+        let mut index = registry.mirror.read().index.clone();
         assert!(super::problems(&contents, &index, contents.version).is_empty());
         index.insert("vp-stray", "a", &axis(1).vector);
         index.remove(&vp.voiceprint_id);

@@ -9,7 +9,7 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditEvent;
-use super::{Artist, Authorization, RegistryError, Voiceprint};
+use super::types::{Artist, Authorization, RegistryError, Voiceprint};
 use crate::encoder::ModelId;
 
 /// The `format` field of a dump's header.

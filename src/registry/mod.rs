@@ -11,256 +11,40 @@ pub mod backend;
 pub mod consistency;
 pub mod dump;
 pub mod index;
+mod mirror;
 pub mod postgres;
 mod purge;
 pub mod store;
 #[cfg(test)]
 mod tests;
+mod types;
+mod view;
 
 use std::path::Path;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::embed::Embedding;
 use crate::encoder::ModelId;
 pub use audit::{AuditAction, AuditEvent, AuditQuery, Origin};
-use backend::{Counts, IndexChange, RegistryStore, StoreLocation, VersionedChange};
-use index::{SearchConfig, SearchIndex};
+use backend::{Counts, IndexChange, RegistryStore, StoreLocation};
+use index::SearchConfig;
+use mirror::Mirror;
 use store::EmbeddedStore;
-
-/// Errors of registry operations.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    /// No such record.
-    #[error("{what} '{id}' not found")]
-    NotFound {
-        /// Kind of record.
-        what: &'static str,
-        /// Its id.
-        id: String,
-    },
-    /// The id is taken.
-    #[error("{what} '{id}' already exists")]
-    AlreadyExists {
-        /// Kind of record.
-        what: &'static str,
-        /// Its id.
-        id: String,
-    },
-    /// A request field is malformed.
-    #[error("{0}")]
-    Invalid(String),
-    /// The reference recording holds too little voice.
-    #[error("the reference has {voiced_s:.2} s of voiced audio; at least {min_s:.2} s is needed")]
-    TooLittleVoice {
-        /// Voiced audio found, seconds.
-        voiced_s: f64,
-        /// The configured minimum, seconds.
-        min_s: f64,
-    },
-    /// The reference does not sound like the artist's existing voiceprints.
-    #[error("the reference does not match artist '{artist_id}''s existing voiceprints: best score {score:.3} is below the consistency threshold {threshold:.3}")]
-    Inconsistent {
-        /// The artist enrolled into.
-        artist_id: String,
-        /// Best score against the artist's voiceprints.
-        score: f32,
-        /// The configured threshold.
-        threshold: f64,
-    },
-    /// The reference matches a different artist.
-    #[error("the reference matches another registered artist, '{other_artist_id}' ({other_display_name}), with score {score:.3} (collision threshold {threshold:.3}); it was not enrolled")]
-    Collision {
-        /// The other artist.
-        other_artist_id: String,
-        /// Its display name.
-        other_display_name: String,
-        /// The score.
-        score: f32,
-        /// The configured threshold.
-        threshold: f64,
-    },
-    /// The registry was built with another model.
-    #[error("the registry {path} was built with model {registry}, but this server loaded {loaded}. Embeddings of different models cannot be compared, and raw audio is not stored, so they cannot be recomputed: start with `--model {registry_name}` to use this registry, or use a new `--data-dir` with the new model and re-enroll every artist's reference recordings", registry_name = registry.name)]
-    ModelMismatch {
-        /// The registry file.
-        path: String,
-        /// The model it was built with.
-        registry: ModelId,
-        /// The model loaded now.
-        loaded: ModelId,
-    },
-    /// The store file could not be read or written.
-    #[error("registry storage: {0}")]
-    Storage(String),
-    /// The registry database cannot be reached now; the call may be retried.
-    #[error("registry database unavailable: {0}")]
-    Unavailable(String),
-    /// Another replica changed the registry after the enrollment checks ran; they are run
-    /// again (never reported to callers unless that keeps happening).
-    #[error("the registry kept changing under the enrollment checks; retry")]
-    Stale,
-    /// A stored record cannot be read.
-    #[error("registry is corrupt: {0}")]
-    Corrupt(String),
-}
-
-/// A protected artist.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Artist {
-    /// Stable id.
-    pub artist_id: String,
-    /// Name shown to people.
-    pub display_name: String,
-    /// Creation time, seconds since the Unix epoch.
-    pub created_at_unix_s: i64,
-}
-
-/// What a reference recording holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VoiceprintLabel {
-    /// Spoken voice.
-    Speaking,
-    /// Sung voice.
-    Singing,
-    /// Anything else.
-    Other,
-}
-
-/// A stored voiceprint: an utterance embedding of one reference recording.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Voiceprint {
-    /// Server-assigned id.
-    pub voiceprint_id: String,
-    /// Owner.
-    pub artist_id: String,
-    /// What the reference held.
-    pub label: VoiceprintLabel,
-    /// Free text given at enrollment.
-    pub description: String,
-    /// Voiced audio embedded, seconds.
-    pub voiced_s: f64,
-    /// Whole reference duration, seconds.
-    pub duration_s: f64,
-    /// Enrollment time, seconds since the Unix epoch.
-    pub created_at_unix_s: i64,
-    /// Unit-norm embedding.
-    pub embedding: Vec<f32>,
-}
-
-/// A party allowed to release music in an artist's voice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Authorization {
-    /// The artist granting it.
-    pub artist_id: String,
-    /// The party.
-    pub party_id: String,
-    /// Free text.
-    pub note: String,
-    /// Grant time, seconds since the Unix epoch.
-    pub granted_at_unix_s: i64,
-}
-
-/// An artist with the sizes of what hangs off it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ArtistSummary {
-    /// The artist.
-    pub artist: Artist,
-    /// Voiceprints enrolled.
-    pub voiceprints: u32,
-    /// Parties authorized.
-    pub authorizations: u32,
-}
-
-/// The checks a new reference must pass.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EnrollmentPolicy {
-    /// Least voiced audio a reference must hold, seconds.
-    pub min_voiced_s: f64,
-    /// A new reference must score at least this against the artist's existing voiceprints.
-    pub consistency_threshold: f64,
-    /// A new reference scoring this or more against another artist is refused.
-    pub collision_threshold: f64,
-}
-
-impl Default for EnrollmentPolicy {
-    /// Measured on librispeech-mini utterance embeddings (see README, "Thresholds").
-    fn default() -> Self {
-        Self {
-            min_voiced_s: 4.0,
-            consistency_threshold: 0.72,
-            collision_threshold: 0.80,
-        }
-    }
-}
-
-/// What an enrollment stored and the scores it was checked with.
-#[derive(Debug, Clone)]
-pub struct Enrolled {
-    /// The new voiceprint.
-    pub voiceprint: Voiceprint,
-    /// Best score against the artist's earlier voiceprints, if any.
-    pub consistency_score: Option<f32>,
-    /// Best other artist and its score, if any other artist has voiceprints.
-    pub nearest_other: Option<(String, f32)>,
-    /// Registry version after the enrollment.
-    pub version: u64,
-}
-
-/// The search index with the registry version it reflects.
-pub struct Snapshot {
-    /// Every voiceprint.
-    pub index: SearchIndex,
-    /// Registry version of that content.
-    pub version: u64,
-}
+pub use types::{
+    Artist, ArtistStanding, ArtistSummary, Authorization, Enrolled, EnrollmentPolicy, IndexStatus,
+    RegistryError, ScoreQuery, Scored, Voiceprint, VoiceprintLabel,
+};
 
 /// The registry: the store, the index mirroring it, and the enrollment checks.
 pub struct Registry {
-    store: Box<dyn RegistryStore>,
-    snapshot: RwLock<Snapshot>,
-    writer: Mutex<()>,
+    mirror: Arc<Mirror>,
     policy: EnrollmentPolicy,
     location: String,
-    dim: usize,
-    /// Wakes the index builder (see [`Registry::maintain_index`]), once one runs.
-    indexer: Mutex<Option<SyncSender<()>>>,
-}
-
-/// The live voiceprints copied for a rebuild, and the version they were copied at.
-struct PendingRebuild {
-    rows: index::Rows,
-    config: SearchConfig,
-    from: u64,
-    dim: usize,
-}
-
-/// What the search index is, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IndexStatus {
-    /// Voiceprints indexed.
-    pub voiceprints: usize,
-    /// Whether screening searches the HNSW graph (else it scans every voiceprint).
-    pub approximate: bool,
-    /// Deleted voiceprints the graph still holds.
-    pub deleted: usize,
-    /// Bytes held by the index (estimate).
-    pub memory_bytes: usize,
 }
 
 /// Times an enrollment's checks are run again when other replicas keep changing the registry.
 const ENROLL_ATTEMPTS: usize = 8;
-
-/// How long the index builder waits before trying again after a failed rebuild.
-const REBUILD_RETRY: Duration = Duration::from_secs(5);
-
-/// Most changes read from the store in one catch-up step.
-const CATCH_UP_BATCH: usize = 1000;
 
 /// Most characters of a description or note.
 const MAX_TEXT: usize = 256;
@@ -302,43 +86,27 @@ impl Registry {
         dim: usize,
         policy: EnrollmentPolicy,
     ) -> Result<Self, RegistryError> {
-        let mut index = SearchIndex::new(dim);
-        let (voiceprints, version) = store.all_voiceprints()?;
-        for vp in voiceprints {
-            check_dim(&vp, dim)?;
-            index.insert(&vp.voiceprint_id, &vp.artist_id, &vp.embedding);
-        }
         Ok(Self {
             location: store.describe(),
-            store,
-            snapshot: RwLock::new(Snapshot { index, version }),
-            writer: Mutex::new(()),
+            mirror: Arc::new(Mirror::open(store, dim)?),
             policy,
-            dim,
-            indexer: Mutex::new(None),
         })
     }
 
     /// Sets how the index is searched; the graph itself is built by
     /// [`Registry::maintain_index`], without which the index stays exact.
     pub fn with_search(self, config: SearchConfig) -> Self {
-        self.write_snapshot().index.configure(config);
+        self.mirror.configure(config);
         self
     }
 
     /// What the search index is now.
     pub fn index_status(&self) -> IndexStatus {
-        let snapshot = self.snapshot();
-        IndexStatus {
-            voiceprints: snapshot.index.len(),
-            approximate: snapshot.index.is_approximate(),
-            deleted: snapshot.index.deleted(),
-            memory_bytes: snapshot.index.memory_bytes(),
-        }
+        self.mirror.status()
     }
 
     /// Starts the thread that rebuilds the search index in the background whenever it needs
-    /// it (see [`SearchIndex::needs_rebuild`]): at start when the registry is above the
+    /// it (see [`index::SearchIndex::needs_rebuild`]): at start when the registry is above the
     /// approximate-search threshold, when it crosses it, and when deletions leave too many
     /// tombstones in the graph. Meanwhile the current index keeps serving. A rebuild copies
     /// the live voiceprints at version V, builds without any lock, then under the writer lock
@@ -346,124 +114,10 @@ impl Registry {
     /// made during the build is lost. `on_change` hears the new status after each swap. The
     /// thread stops when the registry is dropped.
     pub fn maintain_index(
-        self: &Arc<Self>,
+        &self,
         on_change: impl Fn(IndexStatus) + Send + 'static,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let (wake, woken) = mpsc::sync_channel::<()>(1);
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let thread = std::thread::Builder::new()
-            .name("index-builder".into())
-            .spawn(move || {
-                let mut retry = false;
-                loop {
-                    let next = if retry {
-                        woken.recv_timeout(REBUILD_RETRY)
-                    } else {
-                        woken.recv().map_err(|_| RecvTimeoutError::Disconnected)
-                    };
-                    if next == Err(RecvTimeoutError::Disconnected) {
-                        return;
-                    }
-                    match Self::rebuild_once(&weak) {
-                        Ok(Some(status)) => {
-                            retry = false;
-                            on_change(status);
-                        }
-                        Ok(None) => retry = false,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "rebuilding the search index failed; the current index keeps serving, retrying");
-                            retry = true;
-                        }
-                    }
-                }
-            })?;
-        *self.indexer.lock().unwrap_or_else(|e| e.into_inner()) = Some(wake);
-        self.wake_indexer_if_needed();
-        Ok(thread)
-    }
-
-    /// Wakes the index builder when the index needs a rebuild.
-    fn wake_indexer_if_needed(&self) {
-        if !self.snapshot().index.needs_rebuild() {
-            return;
-        }
-        if let Some(wake) = &*self.indexer.lock().unwrap_or_else(|e| e.into_inner()) {
-            let _ = wake.try_send(());
-        }
-    }
-
-    /// One background rebuild, if the index (still) needs one and the registry still exists;
-    /// returns the new status.
-    fn rebuild_once(weak: &Weak<Self>) -> Result<Option<IndexStatus>, RegistryError> {
-        let Some(pending) = weak.upgrade().and_then(|r| r.prepare_rebuild()) else {
-            return Ok(None);
-        };
-        let voiceprints = pending.rows.ids.len();
-        tracing::info!(
-            voiceprints,
-            approximate = voiceprints > pending.config.approximate_above,
-            registry_version = pending.from,
-            threads = pending.config.threads(),
-            "building the search index in the background; the current one keeps serving"
-        );
-        let started = Instant::now();
-        let built = SearchIndex::build(pending.dim, pending.config, pending.rows, &|linked| {
-            tracing::info!(
-                linked,
-                of = voiceprints,
-                elapsed_s = started.elapsed().as_secs_f64(),
-                "building the search index"
-            );
-        });
-        let build_s = started.elapsed().as_secs_f64();
-        let Some(registry) = weak.upgrade() else {
-            return Ok(None);
-        };
-        let (replayed, version) = registry.swap_in(built, pending.from)?;
-        let status = registry.index_status();
-        tracing::info!(
-            voiceprints = status.voiceprints,
-            approximate = status.approximate,
-            build_s,
-            replayed_changes = replayed,
-            registry_version = version,
-            memory_mib = status.memory_bytes as f64 / (1024.0 * 1024.0),
-            "search index rebuilt and swapped in"
-        );
-        registry.wake_indexer_if_needed();
-        Ok(Some(status))
-    }
-
-    /// The copy a rebuild starts from, if the index needs one.
-    fn prepare_rebuild(&self) -> Option<PendingRebuild> {
-        let snapshot = self.snapshot();
-        snapshot.index.needs_rebuild().then(|| PendingRebuild {
-            rows: snapshot.index.rows(),
-            config: *snapshot.index.config(),
-            from: snapshot.version,
-            dim: self.dim,
-        })
-    }
-
-    /// Under the writer lock, brings `index`, built at version `from`, up to date with the
-    /// store and makes it the registry's index; returns the changes replayed and the version.
-    fn swap_in(&self, mut index: SearchIndex, from: u64) -> Result<(usize, u64), RegistryError> {
-        let _w = self.lock_writer();
-        let mut version = from;
-        let mut replayed = 0;
-        loop {
-            let changes = self.store.changes_after(version, CATCH_UP_BATCH)?;
-            if changes.is_empty() {
-                break;
-            }
-            replayed += changes.len();
-            version = apply_changes(&mut index, version, &changes, self.dim)?;
-        }
-        let mut snapshot = self.write_snapshot();
-        index.configure(*snapshot.index.config());
-        snapshot.index = index;
-        snapshot.version = version;
-        Ok((replayed, version))
+        self.mirror.maintain(on_change)
     }
 
     /// Where the store is (a file path, or the database without its password).
@@ -479,47 +133,12 @@ impl Registry {
         self: &Arc<Self>,
         on_change: impl Fn(&Registry) + Send + 'static,
     ) -> Option<std::thread::JoinHandle<()>> {
-        if !self.store.shared() {
-            return None;
-        }
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let thread = std::thread::Builder::new()
-            .name("registry-follower".into())
-            .spawn(move || {
-                let mut failing = false;
-                loop {
-                    let Some(registry) = weak.upgrade() else { return };
-                    let before = registry.version();
-                    match registry.sync() {
-                        Ok(after) => {
-                            if failing {
-                                tracing::info!(version = after, "registry follower caught up again");
-                                failing = false;
-                            }
-                            if after != before {
-                                on_change(&registry);
-                            }
-                        }
-                        Err(e) if !failing => {
-                            tracing::warn!(error = %e, "registry follower cannot read changes; retrying");
-                            failing = true;
-                        }
-                        Err(_) => {}
-                    }
-                    let known = registry.version();
-                    let store = &registry.store;
-                    store.wait_for_change(known, backend::POLL_INTERVAL);
-                }
-            })
-            .expect("spawning the registry follower thread");
-        Some(thread)
-    }
-
-    /// Applies every change the store has beyond the index's version; returns the version
-    /// reached.
-    fn sync(&self) -> Result<u64, RegistryError> {
-        let _w = self.lock_writer();
-        self.catch_up()
+        let weak = Arc::downgrade(self);
+        self.mirror.follow(move || {
+            if let Some(registry) = weak.upgrade() {
+                on_change(&registry);
+            }
+        })
     }
 
     /// The enrollment checks in force.
@@ -527,20 +146,46 @@ impl Registry {
         &self.policy
     }
 
-    /// The search index and its version, for reading.
-    pub fn snapshot(&self) -> RwLockReadGuard<'_, Snapshot> {
-        self.snapshot.read().unwrap_or_else(|e| e.into_inner())
+    /// Whether the search index holds the voiceprint `voiceprint_id`.
+    pub fn is_indexed(&self, voiceprint_id: &str) -> bool {
+        self.mirror.read().index.embedding(voiceprint_id).is_some()
     }
 
     /// Current registry version.
     pub fn version(&self) -> u64 {
-        self.snapshot().version
+        self.mirror.read().version
     }
 
     /// Numbers of artists and voiceprints.
-    pub fn size(&self) -> Result<(u64, u64), RegistryError> {
-        let (_, artists) = self.store.artists_after(None, 0)?;
-        Ok((artists, self.snapshot().index.len() as u64))
+    pub fn size(&self) -> (u64, u64) {
+        self.mirror.read().size()
+    }
+
+    /// Answers one screening from one view of the registry: each window's artists with their
+    /// best scores among the `top_k` nearest voiceprints (AS-Norm normalised when the query
+    /// carries a cohort), the display name of every artist named and whether the query's party
+    /// is authorized by it, all at the version the answer reports. No change is applied to the
+    /// view while it is read.
+    ///
+    /// On a shared store the call first reads the store's version: a replica that cannot reach
+    /// its database answers [`RegistryError::Unavailable`] rather than from a view that may
+    /// lack another replica's revocation, and one whose follower is behind applies the missing
+    /// changes first, so an answer is never older than the call.
+    pub fn score(&self, query: &ScoreQuery<'_>) -> Result<Scored, RegistryError> {
+        if self.store().shared() && self.store().version()? > self.version() {
+            let w = self.mirror.lock_writer();
+            self.mirror.catch_up(&w)?;
+        }
+        Ok(self.score_pausing(query, || {}))
+    }
+
+    /// [`Registry::score`], running `between` after the windows are scored and before the
+    /// artists are read, still within the same view (tests commit changes there).
+    fn score_pausing(&self, query: &ScoreQuery<'_>, between: impl FnOnce()) -> Scored {
+        let view = self.mirror.read();
+        let windows = view.window_scores(query);
+        between();
+        view.standings(query, windows)
     }
 
     /// Creates an artist; an empty `artist_id` gets a generated one.
@@ -567,16 +212,20 @@ impl Registry {
             display_name: display_name.to_string(),
             created_at_unix_s: now(),
         };
-        let _w = self.lock_writer();
-        let version = self.store.insert_artist(origin, &artist)?;
-        self.advance(version, IndexChange::Unchanged)?;
+        let w = self.mirror.lock_writer();
+        let version = self.store().insert_artist(origin, &artist)?;
+        let change = IndexChange::ArtistCreated {
+            artist_id: artist.artist_id.clone(),
+            display_name: Some(artist.display_name.clone()),
+        };
+        self.mirror.advance(&w, version, change)?;
         Ok(artist)
     }
 
     /// One artist with its counts.
     pub fn artist(&self, artist_id: &str) -> Result<ArtistSummary, RegistryError> {
         let artist = self
-            .store
+            .store()
             .artist(artist_id)?
             .ok_or_else(|| RegistryError::NotFound {
                 what: "artist",
@@ -591,7 +240,7 @@ impl Registry {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<ArtistSummary>, u64, bool), RegistryError> {
-        let (mut page, total) = self.store.artists_after(after, limit + 1)?;
+        let (mut page, total) = self.store().artists_after(after, limit + 1)?;
         let more = page.len() > limit;
         page.truncate(limit);
         let page = page
@@ -609,9 +258,13 @@ impl Registry {
         origin: &Origin,
         artist_id: &str,
     ) -> Result<(Counts, u64), RegistryError> {
-        let _w = self.lock_writer();
-        let (counts, version) = self.store.delete_artist(origin, artist_id)?;
-        self.advance(version, IndexChange::ArtistDeleted(artist_id.to_string()))?;
+        let w = self.mirror.lock_writer();
+        let (counts, version) = self.store().delete_artist(origin, artist_id)?;
+        self.mirror.advance(
+            &w,
+            version,
+            IndexChange::ArtistDeleted(artist_id.to_string()),
+        )?;
         self.purge_deleted();
         Ok((counts, version))
     }
@@ -631,8 +284,8 @@ impl Registry {
                 "description must be at most {MAX_TEXT} characters"
             )));
         }
-        let _w = self.lock_writer();
-        self.store
+        let w = self.mirror.lock_writer();
+        self.store()
             .artist(artist_id)?
             .ok_or_else(|| RegistryError::NotFound {
                 what: "artist",
@@ -658,11 +311,15 @@ impl Registry {
             let (checked_at, consistency_score, nearest_other) =
                 self.check_enrollment(artist_id, &embedding.vector)?;
             match self
-                .store
+                .store()
                 .insert_voiceprint(origin, &voiceprint, checked_at)
             {
                 Ok(version) => {
-                    self.advance(version, IndexChange::Enrolled(Some(voiceprint.clone())))?;
+                    self.mirror.advance(
+                        &w,
+                        version,
+                        IndexChange::Enrolled(Some(voiceprint.clone())),
+                    )?;
                     return Ok(Enrolled {
                         voiceprint,
                         consistency_score,
@@ -671,7 +328,7 @@ impl Registry {
                     });
                 }
                 Err(RegistryError::Stale) => {
-                    self.catch_up()?;
+                    self.mirror.catch_up(&w)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -688,7 +345,7 @@ impl Registry {
         vector: &[f32],
     ) -> Result<(u64, Option<f32>, Option<(String, f32)>), RegistryError> {
         let (checked_at, consistency_score, nearest_other) = {
-            let snapshot = self.snapshot();
+            let snapshot = self.mirror.read();
             let (own, other) = snapshot.index.own_and_nearest_other(vector, artist_id);
             (snapshot.version, own, other)
         };
@@ -704,7 +361,7 @@ impl Registry {
         if let Some((other, score)) = &nearest_other {
             if f64::from(*score) >= self.policy.collision_threshold {
                 let other_display_name = self
-                    .store
+                    .store()
                     .artist(other)?
                     .map(|a| a.display_name)
                     .unwrap_or_default();
@@ -722,7 +379,7 @@ impl Registry {
     /// An artist's voiceprints.
     pub fn voiceprints(&self, artist_id: &str) -> Result<Vec<Voiceprint>, RegistryError> {
         self.artist(artist_id)?;
-        self.store.voiceprints_of(artist_id)
+        self.store().voiceprints_of(artist_id)
     }
 
     /// Deletes one voiceprint from the store and the index, then purges it from the file;
@@ -732,9 +389,10 @@ impl Registry {
         origin: &Origin,
         voiceprint_id: &str,
     ) -> Result<u64, RegistryError> {
-        let _w = self.lock_writer();
-        let (_, version) = self.store.delete_voiceprint(origin, voiceprint_id)?;
-        self.advance(
+        let w = self.mirror.lock_writer();
+        let (_, version) = self.store().delete_voiceprint(origin, voiceprint_id)?;
+        self.mirror.advance(
+            &w,
             version,
             IndexChange::VoiceprintDeleted(voiceprint_id.to_string()),
         )?;
@@ -762,9 +420,13 @@ impl Registry {
             note: note.to_string(),
             granted_at_unix_s: now(),
         };
-        let _w = self.lock_writer();
-        let version = self.store.put_authorization(origin, &grant)?;
-        self.advance(version, IndexChange::Unchanged)?;
+        let w = self.mirror.lock_writer();
+        let version = self.store().put_authorization(origin, &grant)?;
+        let change = IndexChange::Granted {
+            artist_id: grant.artist_id.clone(),
+            party_id: grant.party_id.clone(),
+        };
+        self.mirror.advance(&w, version, change)?;
         Ok(grant)
     }
 
@@ -775,23 +437,27 @@ impl Registry {
         artist_id: &str,
         party_id: &str,
     ) -> Result<u64, RegistryError> {
-        let _w = self.lock_writer();
+        let w = self.mirror.lock_writer();
         let version = self
-            .store
+            .store()
             .delete_authorization(origin, artist_id, party_id)?;
-        self.advance(version, IndexChange::Unchanged)?;
+        let change = IndexChange::Revoked {
+            artist_id: artist_id.to_string(),
+            party_id: party_id.to_string(),
+        };
+        self.mirror.advance(&w, version, change)?;
         Ok(version)
     }
 
     /// An artist's authorizations.
     pub fn authorizations(&self, artist_id: &str) -> Result<Vec<Authorization>, RegistryError> {
         self.artist(artist_id)?;
-        self.store.authorizations_of(artist_id)
+        self.store().authorizations_of(artist_id)
     }
 
     /// Whether `party_id` is authorized by `artist_id`.
     pub fn is_authorized(&self, artist_id: &str, party_id: &str) -> Result<bool, RegistryError> {
-        Ok(self.store.authorization(artist_id, party_id)?.is_some())
+        Ok(self.store().authorization(artist_id, party_id)?.is_some())
     }
 
     /// A page of the audit trail (see [`AuditQuery`]) and whether more events follow.
@@ -799,17 +465,17 @@ impl Registry {
         &self,
         query: &AuditQuery,
     ) -> Result<(Vec<AuditEvent>, bool), RegistryError> {
-        self.store.audit_events(query)
+        self.store().audit_events(query)
     }
 
     /// Cross-checks the store's tables, the audit trail and the search index (see
     /// [`consistency`]) under the writer lock; [`RegistryError::Corrupt`] lists every
     /// disagreement.
     pub fn verify(&self) -> Result<consistency::Verified, RegistryError> {
-        let _w = self.lock_writer();
-        let contents = self.store.contents()?;
+        let _w = self.mirror.lock_writer();
+        let contents = self.store().contents()?;
         let problems = {
-            let snapshot = self.snapshot();
+            let snapshot = self.mirror.read();
             consistency::problems(&contents, &snapshot.index, snapshot.version)
         };
         if !problems.is_empty() {
@@ -826,11 +492,11 @@ impl Registry {
 
     /// An artist's record, if it exists.
     pub fn find_artist(&self, artist_id: &str) -> Result<Option<Artist>, RegistryError> {
-        self.store.artist(artist_id)
+        self.store().artist(artist_id)
     }
 
     fn summarise(&self, artist: Artist) -> Result<ArtistSummary, RegistryError> {
-        let counts = self.store.counts_of(&artist.artist_id)?;
+        let counts = self.store().counts_of(&artist.artist_id)?;
         Ok(ArtistSummary {
             artist,
             voiceprints: counts.voiceprints,
@@ -842,90 +508,14 @@ impl Registry {
     /// already durable and gone from the index, and its purge stays marked pending, to be
     /// retried after the next deletion or when the registry is next opened.
     fn purge_deleted(&self) {
-        if let Err(e) = self.store.purge() {
+        if let Err(e) = self.store().purge() {
             tracing::error!(error = %e, "purging deleted records from the registry file failed; retried after the next deletion or at the next start");
         }
     }
 
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    fn store(&self) -> &dyn RegistryStore {
+        self.mirror.store()
     }
-
-    fn write_snapshot(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
-        self.snapshot.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Brings the index to `version` after this process committed `change` there: applies it
-    /// directly when it is the next version, else catches up from the store (another replica
-    /// committed in between). Called with the writer lock held.
-    fn advance(&self, version: u64, change: IndexChange) -> Result<(), RegistryError> {
-        let next = self.snapshot().version + 1;
-        if version == next {
-            self.apply(&[VersionedChange { version, change }])
-        } else if version > next {
-            self.catch_up().map(|_| ())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Applies the store's changes beyond the index's version; called with the writer lock.
-    fn catch_up(&self) -> Result<u64, RegistryError> {
-        loop {
-            let from = self.snapshot().version;
-            let changes = self.store.changes_after(from, CATCH_UP_BATCH)?;
-            if changes.is_empty() {
-                return Ok(from);
-            }
-            self.apply(&changes)?;
-        }
-    }
-
-    /// Applies changes, in version order, that are newer than the index; wakes the index
-    /// builder when they leave the index needing a rebuild.
-    fn apply(&self, changes: &[VersionedChange]) -> Result<(), RegistryError> {
-        {
-            let mut snapshot = self.write_snapshot();
-            let Snapshot { index, version } = &mut *snapshot;
-            *version = apply_changes(index, *version, changes, self.dim)?;
-        }
-        self.wake_indexer_if_needed();
-        Ok(())
-    }
-}
-
-/// Applies to `index`, at `version`, the `changes` newer than that, in order; returns the
-/// version reached.
-fn apply_changes(
-    index: &mut SearchIndex,
-    mut version: u64,
-    changes: &[VersionedChange],
-    dim: usize,
-) -> Result<u64, RegistryError> {
-    for VersionedChange {
-        version: at,
-        change,
-    } in changes
-    {
-        if *at <= version {
-            continue;
-        }
-        match change {
-            IndexChange::Enrolled(Some(vp)) => {
-                check_dim(vp, dim)?;
-                index.insert(&vp.voiceprint_id, &vp.artist_id, &vp.embedding);
-            }
-            IndexChange::VoiceprintDeleted(id) => {
-                index.remove(id);
-            }
-            IndexChange::ArtistDeleted(id) => {
-                index.remove_artist(id);
-            }
-            IndexChange::Enrolled(None) | IndexChange::Unchanged => {}
-        }
-        version = *at;
-    }
-    Ok(version)
 }
 
 /// Opens the store at `location`; with `model`, a new store is stamped with it and an
@@ -951,17 +541,6 @@ pub fn open_store(
             Box::new(postgres::PgStore::connect(url, pool, model)?)
         }
     })
-}
-
-fn check_dim(vp: &Voiceprint, dim: usize) -> Result<(), RegistryError> {
-    if vp.embedding.len() != dim {
-        return Err(RegistryError::Corrupt(format!(
-            "voiceprint {} has {} dimensions, the model {dim}",
-            vp.voiceprint_id,
-            vp.embedding.len()
-        )));
-    }
-    Ok(())
 }
 
 /// Checks an id: 1-`max` characters from `[A-Za-z0-9._-]`.

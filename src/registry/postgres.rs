@@ -9,6 +9,7 @@
 //! The store's calls are synchronous, like the embedded store's: each runs on this store's own
 //! small Tokio runtime, which also drives the listener.
 
+mod error;
 mod listener;
 pub mod migrations;
 
@@ -17,46 +18,20 @@ use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::watch;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::audit::{AuditAction, AuditEvent, AuditQuery, Change, Origin};
-use super::backend::{Counts, IndexChange, RegistryStore, VersionedChange};
+use super::backend::{
+    Counts, IndexChange, PoolSettings, RegistryStore, VersionedChange, ViewContents,
+};
 use super::consistency::Contents;
 use super::dump::Dump;
-use super::{Artist, Authorization, RegistryError, Voiceprint, VoiceprintLabel};
+use super::types::{Artist, Authorization, RegistryError, Voiceprint, VoiceprintLabel};
 use crate::encoder::ModelId;
+use error::pg_error;
 use listener::Heard;
-
-/// Advisory lock key taken while migrating (an arbitrary constant: "vgmigr" in ASCII).
-const LOCK_MIGRATIONS: i64 = 0x7667_6d69_6772;
-
-/// Connection pool settings (`[postgres]` in the server configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PoolSettings {
-    /// Most connections open at once.
-    pub max_connections: usize,
-    /// Longest wait to open a connection, ms.
-    pub connect_timeout_ms: u64,
-    /// Longest wait for a free connection from the pool, ms.
-    pub acquire_timeout_ms: u64,
-    /// Longest a statement may run before the database cancels it, ms.
-    pub statement_timeout_ms: u64,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            max_connections: 16,
-            connect_timeout_ms: 3000,
-            acquire_timeout_ms: 5000,
-            statement_timeout_ms: 10_000,
-        }
-    }
-}
 
 /// A registry in a PostgreSQL database.
 pub struct PgStore {
@@ -351,24 +326,11 @@ impl RegistryStore for PgStore {
         })
     }
 
-    fn all_voiceprints(&self) -> Result<(Vec<Voiceprint>, u64), RegistryError> {
+    fn view_contents(&self) -> Result<ViewContents, RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
             let tx = snapshot(&mut client).await?;
-            let version: i64 = tx
-                .query_one("SELECT version FROM registry_meta", &[])
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            let rows = tx
-                .query(
-                    &format!("SELECT {VOICEPRINT_COLUMNS} FROM voiceprints ORDER BY artist_id, voiceprint_id"),
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
-            let voiceprints = rows.iter().map(voiceprint_row).collect::<Result<_, _>>()?;
-            Ok((voiceprints, version as u64))
+            read_records(&tx).await
         })
     }
 
@@ -637,10 +599,13 @@ impl RegistryStore for PgStore {
                 .query(
                     "SELECT e.registry_version, e.action, e.artist_id, e.voiceprint_id,
                             v.voiceprint_id, v.artist_id, v.label, v.description, v.voiced_s,
-                            v.duration_s, v.created_at_unix_s, v.embedding
+                            v.duration_s, v.created_at_unix_s, v.embedding,
+                            e.party_id, a.display_name
                      FROM audit_events e
                      LEFT JOIN voiceprints v
                        ON e.action = 'enroll_voiceprint' AND v.voiceprint_id = e.voiceprint_id
+                     LEFT JOIN artists a
+                       ON e.action = 'create_artist' AND a.artist_id = e.artist_id
                      WHERE e.registry_version > $1
                      ORDER BY e.registry_version LIMIT $2",
                     &[&(version as i64), &(limit as i64)],
@@ -649,10 +614,31 @@ impl RegistryStore for PgStore {
                 .map_err(pg_error)?;
             rows.iter()
                 .map(|row| {
+                    let version = row.get::<_, i64>(0) as u64;
                     let action = parse_action(row.get(1))?;
                     let artist_id: String = row.get(2);
                     let voiceprint_id: Option<String> = row.get(3);
+                    let party_id: Option<String> = row.get(12);
+                    let party = || {
+                        party_id.clone().ok_or_else(|| {
+                            RegistryError::Corrupt(format!(
+                                "the change to version {version} ({action:?}) names no party"
+                            ))
+                        })
+                    };
                     let change = match (action, voiceprint_id) {
+                        (AuditAction::CreateArtist, _) => IndexChange::ArtistCreated {
+                            display_name: row.get(13),
+                            artist_id,
+                        },
+                        (AuditAction::GrantAuthorization, _) => IndexChange::Granted {
+                            party_id: party()?,
+                            artist_id,
+                        },
+                        (AuditAction::RevokeAuthorization, _) => IndexChange::Revoked {
+                            party_id: party()?,
+                            artist_id,
+                        },
                         (AuditAction::EnrollVoiceprint, _) => {
                             let stored: Option<String> = row.get(4);
                             match stored {
@@ -664,12 +650,13 @@ impl RegistryStore for PgStore {
                             IndexChange::VoiceprintDeleted(id)
                         }
                         (AuditAction::DeleteArtist, _) => IndexChange::ArtistDeleted(artist_id),
-                        _ => IndexChange::Unchanged,
+                        (AuditAction::DeleteVoiceprint, None) => {
+                            return Err(RegistryError::Corrupt(format!(
+                                "the change to version {version} deletes no named voiceprint"
+                            )))
+                        }
                     };
-                    Ok(VersionedChange {
-                        version: row.get::<_, i64>(0) as u64,
-                        change,
-                    })
+                    Ok(VersionedChange { version, change })
                 })
                 .collect()
         })
@@ -718,31 +705,10 @@ impl RegistryStore for PgStore {
             let mut client = self.client().await?;
             let tx = snapshot(&mut client).await?;
             let meta = tx
-                .query_one("SELECT model_name, model_sha256, version FROM registry_meta", &[])
+                .query_one("SELECT model_name, model_sha256 FROM registry_meta", &[])
                 .await
                 .map_err(pg_error)?;
-            let artists = tx
-                .query(
-                    "SELECT artist_id, display_name, created_at_unix_s FROM artists ORDER BY artist_id",
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
-            let voiceprints = tx
-                .query(
-                    &format!("SELECT {VOICEPRINT_COLUMNS} FROM voiceprints ORDER BY artist_id, voiceprint_id"),
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
-            let authorizations = tx
-                .query(
-                    "SELECT artist_id, party_id, note, granted_at_unix_s FROM authorizations
-                     ORDER BY artist_id, party_id",
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
+            let records = read_records(&tx).await?;
             let events = tx
                 .query(
                     &format!("SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY sequence"),
@@ -755,10 +721,10 @@ impl RegistryStore for PgStore {
                     name: meta.get(0),
                     sha256: meta.get(1),
                 },
-                version: meta.get::<_, i64>(2) as u64,
-                artists: artists.iter().map(artist_row).collect(),
-                voiceprints: voiceprints.iter().map(voiceprint_row).collect::<Result<_, _>>()?,
-                authorizations: authorizations.iter().map(authorization_row).collect(),
+                version: records.version,
+                artists: records.artists,
+                voiceprints: records.voiceprints,
+                authorizations: records.authorizations,
                 audit_events: events.iter().map(audit_row).collect::<Result<_, _>>()?,
             })
         })
@@ -884,6 +850,48 @@ async fn begin_change(client: &mut Object) -> Result<(Transaction<'_>, u64), Reg
 }
 
 /// Starts a read-only transaction that sees one snapshot for all its statements.
+/// Every artist, voiceprint and authorization, and the version, as `tx` reads them.
+async fn read_records(tx: &Transaction<'_>) -> Result<ViewContents, RegistryError> {
+    let version: i64 = tx
+        .query_one("SELECT version FROM registry_meta", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let artists = tx
+        .query(
+            "SELECT artist_id, display_name, created_at_unix_s FROM artists ORDER BY artist_id",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    let voiceprints = tx
+        .query(
+            &format!(
+                "SELECT {VOICEPRINT_COLUMNS} FROM voiceprints ORDER BY artist_id, voiceprint_id"
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    let authorizations = tx
+        .query(
+            "SELECT artist_id, party_id, note, granted_at_unix_s FROM authorizations
+             ORDER BY artist_id, party_id",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(ViewContents {
+        version: version as u64,
+        artists: artists.iter().map(artist_row).collect(),
+        voiceprints: voiceprints
+            .iter()
+            .map(voiceprint_row)
+            .collect::<Result<_, _>>()?,
+        authorizations: authorizations.iter().map(authorization_row).collect(),
+    })
+}
+
 async fn snapshot(client: &mut Object) -> Result<Transaction<'_>, RegistryError> {
     client
         .build_transaction()
@@ -910,35 +918,6 @@ fn describe(config: &tokio_postgres::Config) -> String {
         config.get_user().unwrap_or(""),
         config.get_dbname().unwrap_or("")
     )
-}
-
-/// A database error as a registry error: the server gone, unreachable or shutting down is
-/// [`RegistryError::Unavailable`]; anything else is a storage error.
-fn pg_error(e: tokio_postgres::Error) -> RegistryError {
-    let unavailable = match e.code() {
-        None => true,
-        Some(code) => {
-            code.code().starts_with("08")
-                || [
-                    SqlState::ADMIN_SHUTDOWN,
-                    SqlState::CRASH_SHUTDOWN,
-                    SqlState::CANNOT_CONNECT_NOW,
-                    SqlState::QUERY_CANCELED,
-                    SqlState::TOO_MANY_CONNECTIONS,
-                ]
-                .contains(code)
-        }
-    };
-    let message = match (e.as_db_error(), std::error::Error::source(&e)) {
-        (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
-        (None, Some(cause)) => format!("{e}: {cause}"),
-        (None, None) => e.to_string(),
-    };
-    if unavailable {
-        RegistryError::Unavailable(message)
-    } else {
-        RegistryError::Storage(message)
-    }
 }
 
 fn artist_row(row: &Row) -> Artist {

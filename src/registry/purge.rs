@@ -14,7 +14,7 @@ use redb::{
     Database, ReadTransaction, ReadableTable, TableDefinition, TableHandle, WriteTransaction,
 };
 
-use super::RegistryError;
+use super::types::RegistryError;
 
 /// Where the fresh copy of `path` is built before it replaces it.
 pub fn scratch_path(path: &Path) -> PathBuf {

@@ -10,10 +10,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::audit::{self, AuditAction, AuditEvent, AuditQuery, Change, Origin};
-use super::backend::{Counts, IndexChange, RegistryStore, VersionedChange};
+use super::backend::{Counts, IndexChange, RegistryStore, VersionedChange, ViewContents};
 use super::consistency::Contents;
 use super::dump::Dump;
-use super::{purge, Artist, Authorization, RegistryError, Voiceprint};
+use super::purge;
+use super::types::{Artist, Authorization, RegistryError, Voiceprint};
 use crate::encoder::ModelId;
 
 /// `meta`: schema version, model identity, registry version, and `purge_pending` while a
@@ -251,14 +252,8 @@ impl RegistryStore for EmbeddedStore {
     }
 
     /// Every voiceprint in the registry (to build the search index).
-    fn all_voiceprints(&self) -> Result<(Vec<Voiceprint>, u64), RegistryError> {
-        let tx = self.db().begin_read()?;
-        let table = tx.open_table(VOICEPRINTS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            out.push(decode(entry?.1.value(), "voiceprint")?);
-        }
-        Ok((out, read_version(&tx)?))
+    fn view_contents(&self) -> Result<ViewContents, RegistryError> {
+        read_records(&self.db().begin_read()?)
     }
 
     /// Numbers of voiceprints and authorizations of one artist.
@@ -563,6 +558,7 @@ impl RegistryStore for EmbeddedStore {
     ) -> Result<Vec<VersionedChange>, RegistryError> {
         let tx = self.db().begin_read()?;
         let events = tx.open_table(audit::EVENTS)?;
+        let artists = tx.open_table(ARTISTS)?;
         let owners = tx.open_table(OWNERS)?;
         let voiceprints = tx.open_table(VOICEPRINTS)?;
         let mut newest_first = Vec::new();
@@ -575,7 +571,33 @@ impl RegistryStore for EmbeddedStore {
         }
         let mut out = Vec::new();
         for event in newest_first.into_iter().rev().take(limit) {
+            let (sequence, action) = (event.sequence, event.action);
+            let party = |party_id: Option<String>| {
+                party_id.ok_or_else(|| {
+                    RegistryError::Corrupt(format!(
+                        "audit event {sequence} ({action:?}) names no party"
+                    ))
+                })
+            };
             let change = match (event.action, event.voiceprint_id) {
+                (AuditAction::CreateArtist, _) => {
+                    let stored: Option<Artist> = artists
+                        .get(event.artist_id.as_str())?
+                        .map(|a| decode(a.value(), "artist"))
+                        .transpose()?;
+                    IndexChange::ArtistCreated {
+                        display_name: stored.map(|a| a.display_name),
+                        artist_id: event.artist_id,
+                    }
+                }
+                (AuditAction::GrantAuthorization, _) => IndexChange::Granted {
+                    party_id: party(event.party_id)?,
+                    artist_id: event.artist_id,
+                },
+                (AuditAction::RevokeAuthorization, _) => IndexChange::Revoked {
+                    party_id: party(event.party_id)?,
+                    artist_id: event.artist_id,
+                },
                 (AuditAction::EnrollVoiceprint, Some(id)) => {
                     let stored = match owners.get(id.as_str())? {
                         Some(owner) => {
@@ -591,7 +613,11 @@ impl RegistryStore for EmbeddedStore {
                 }
                 (AuditAction::DeleteVoiceprint, Some(id)) => IndexChange::VoiceprintDeleted(id),
                 (AuditAction::DeleteArtist, _) => IndexChange::ArtistDeleted(event.artist_id),
-                _ => IndexChange::Unchanged,
+                (AuditAction::EnrollVoiceprint | AuditAction::DeleteVoiceprint, None) => {
+                    return Err(RegistryError::Corrupt(format!(
+                        "audit event {sequence} ({action:?}) names no voiceprint"
+                    )))
+                }
             };
             out.push(VersionedChange {
                 version: event.registry_version,
@@ -608,25 +634,15 @@ impl RegistryStore for EmbeddedStore {
             name: text(meta.get("model_name")?.as_ref().map(|v| v.value())),
             sha256: text(meta.get("model_sha256")?.as_ref().map(|v| v.value())),
         };
+        let records = read_records(&tx)?;
         let mut dump = Dump {
             model,
-            version: read_version(&tx)?,
-            artists: Vec::new(),
-            voiceprints: Vec::new(),
-            authorizations: Vec::new(),
+            version: records.version,
+            artists: records.artists,
+            voiceprints: records.voiceprints,
+            authorizations: records.authorizations,
             audit_events: Vec::new(),
         };
-        for entry in tx.open_table(ARTISTS)?.iter()? {
-            dump.artists.push(decode(entry?.1.value(), "artist")?);
-        }
-        for entry in tx.open_table(VOICEPRINTS)?.iter()? {
-            dump.voiceprints
-                .push(decode(entry?.1.value(), "voiceprint")?);
-        }
-        for entry in tx.open_table(AUTHORIZATIONS)?.iter()? {
-            dump.authorizations
-                .push(decode(entry?.1.value(), "authorization")?);
-        }
         for entry in tx.open_table(audit::EVENTS)?.iter()? {
             dump.audit_events
                 .push(decode(entry?.1.value(), "audit event")?);
@@ -681,6 +697,30 @@ fn mark_purge_pending(tx: &redb::WriteTransaction) -> Result<(), RegistryError> 
 }
 
 /// The registry version `meta` holds, as `tx` sees it.
+/// Every artist, voiceprint and authorization, and the version, as `tx` reads them.
+fn read_records(tx: &redb::ReadTransaction) -> Result<ViewContents, RegistryError> {
+    let mut records = ViewContents {
+        version: read_version(tx)?,
+        artists: Vec::new(),
+        voiceprints: Vec::new(),
+        authorizations: Vec::new(),
+    };
+    for entry in tx.open_table(ARTISTS)?.iter()? {
+        records.artists.push(decode(entry?.1.value(), "artist")?);
+    }
+    for entry in tx.open_table(VOICEPRINTS)?.iter()? {
+        records
+            .voiceprints
+            .push(decode(entry?.1.value(), "voiceprint")?);
+    }
+    for entry in tx.open_table(AUTHORIZATIONS)?.iter()? {
+        records
+            .authorizations
+            .push(decode(entry?.1.value(), "authorization")?);
+    }
+    Ok(records)
+}
+
 fn read_version(tx: &redb::ReadTransaction) -> Result<u64, RegistryError> {
     let meta = tx.open_table(META)?;
     let version = meta.get("version")?;

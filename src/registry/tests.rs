@@ -1,6 +1,7 @@
 //! The audit trail and purging, on real registry files in a temporary folder.
 
 use std::path::Path;
+use std::time::Duration;
 
 use redb::{Database, TableDefinition};
 
@@ -263,7 +264,7 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
             .delete_voiceprint(&origin("anonymous", "r"), &doomed_id)
             .unwrap();
         assert!(store.purge_pending().unwrap());
-        assert!(store.all_voiceprints().unwrap().0.len() == 1);
+        assert!(store.view_contents().unwrap().voiceprints.len() == 1);
         assert!(
             occurrences(&path, &doomed.vector) > 0,
             "redb keeps a deleted record's bytes in freed pages"
@@ -273,8 +274,8 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
     let registry = open(dir.path());
     assert_eq!(occurrences(&path, &doomed.vector), 0);
     assert_eq!(occurrences(&path, &kept.vector), 1);
-    assert!(!registry.store.purge_pending().unwrap());
-    assert_eq!(registry.snapshot().index.len(), 1);
+    assert!(!registry.store().purge_pending().unwrap());
+    assert_eq!(registry.mirror.read().index.len(), 1);
     assert_eq!(all_events(&registry).len(), 5, "the purge keeps the trail");
     assert!(!scratch_left(dir.path()));
 
@@ -283,9 +284,15 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
         .delete_artist(&origin("anonymous", "r2"), "a")
         .unwrap();
     assert_eq!(occurrences(&path, &kept.vector), 0);
-    assert!(!registry.store.purge_pending().unwrap());
-    assert_eq!(registry.snapshot().index.len(), 0);
-    assert!(registry.store.all_voiceprints().unwrap().0.is_empty());
+    assert!(!registry.store().purge_pending().unwrap());
+    assert_eq!(registry.mirror.read().index.len(), 0);
+    assert!(registry
+        .mirror
+        .store()
+        .view_contents()
+        .unwrap()
+        .voiceprints
+        .is_empty());
     // Writes after the purge land in the new file and survive reopening.
     registry
         .create_artist(&origin("anonymous", "r3"), "c", "C")
@@ -401,8 +408,9 @@ fn a_rebuild_keeps_the_changes_made_while_it_was_built() {
     let registry = open(dir.path()).with_search(config);
     let o = origin("admin", "r");
     enroll_artists(&registry, &o, 6);
-    assert!(!registry.snapshot().index.is_approximate());
+    assert!(!registry.mirror.read().index.is_approximate());
     let pending = registry
+        .mirror
         .prepare_rebuild()
         .expect("6 voiceprints are above 3");
     assert_eq!(pending.rows.ids.len(), 6);
@@ -421,10 +429,10 @@ fn a_rebuild_keeps_the_changes_made_while_it_was_built() {
     registry.delete_voiceprint(&o, &doomed).unwrap();
     registry.delete_artist(&o, "a2").unwrap();
     let built = index::SearchIndex::build(DIM, pending.config, pending.rows, &|_| {});
-    let (replayed, version) = registry.swap_in(built, pending.from).unwrap();
+    let (replayed, version) = registry.mirror.swap_in(built, pending.from).unwrap();
     assert_eq!(replayed, 4, "an artist, its enrollment, two deletions");
     assert_eq!(version, registry.version());
-    let snapshot = registry.snapshot();
+    let snapshot = registry.mirror.read();
     assert!(snapshot.index.is_approximate());
     assert_eq!(snapshot.index.len(), 5);
     assert!(snapshot.index.embedding(&doomed).is_none());
@@ -454,7 +462,7 @@ fn the_index_builder_switches_to_the_graph_and_back() {
     let wait = || loop {
         rx.recv_timeout(Duration::from_secs(120))
             .expect("the builder reports a rebuild");
-        if !registry.snapshot().index.needs_rebuild() {
+        if !registry.mirror.read().index.needs_rebuild() {
             return registry.index_status();
         }
     };
@@ -470,4 +478,131 @@ fn the_index_builder_switches_to_the_graph_and_back() {
     assert_eq!(status.voiceprints, 2);
     assert_eq!(status.deleted, 0);
     registry.verify().unwrap();
+}
+
+/// Runs `f` with the query of a screening with one window near axis 0, for party `label`,
+/// crediting `a`.
+fn with_query_a<T>(f: impl FnOnce(&ScoreQuery<'_>) -> T) -> T {
+    let window = embedding(0, 0.02).vector;
+    f(&ScoreQuery {
+        windows: &[window.as_slice()],
+        top_k: 10,
+        as_norm: None,
+        party_id: "label",
+        artist_ids: &["a".to_string()],
+    })
+}
+
+/// [`with_query_a`]'s answer.
+fn score_a(registry: &Registry) -> Scored {
+    with_query_a(|query| registry.score(query).unwrap())
+}
+
+/// Creates artist `a` ("Artist A") with one voiceprint near axis 0.
+fn create_a(registry: &Registry, admin: &Origin) {
+    registry.create_artist(admin, "a", "Artist A").unwrap();
+    registry
+        .enroll(
+            admin,
+            "a",
+            VoiceprintLabel::Singing,
+            "",
+            &embedding(0, 0.01),
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_grant_committed_while_an_answer_is_read_shows_in_the_next_answer_with_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = std::sync::Arc::new(open(dir.path()));
+    let admin = origin("admin", "req");
+    create_a(&registry, &admin);
+    let before = registry.version();
+    let mut granting = None;
+    let scored = with_query_a(|query| {
+        registry.score_pausing(query, || {
+            let r = std::sync::Arc::clone(&registry);
+            granting = Some(std::thread::spawn(move || {
+                r.grant(&origin("admin", "req-grant"), "a", "label", "")
+                    .unwrap()
+            }));
+            // Between scoring and reading the authorizations, the grant commits to the store.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while registry.mirror.store().version().unwrap() == before {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the grant never committed"
+                );
+                std::thread::yield_now();
+            }
+            assert!(registry.is_authorized("a", "label").unwrap());
+        })
+    });
+    assert_eq!(scored.windows[0][0].0, "a");
+    assert_eq!(scored.version, before);
+    assert!(!scored.artists["a"].party_authorized);
+    assert_eq!(scored.artists["a"].display_name, "Artist A");
+    granting.unwrap().join().unwrap();
+    let after = score_a(&registry);
+    assert_eq!(after.version, before + 1);
+    assert!(after.artists["a"].party_authorized);
+}
+
+#[test]
+fn every_answer_s_authorization_is_the_one_of_the_version_it_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    let admin = origin("admin", "req");
+    create_a(&registry, &admin);
+    let first = registry.version();
+    // From `first` on, odd steps grant and even steps revoke.
+    let toggles = 100;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..toggles {
+                if i % 2 == 0 {
+                    registry.grant(&admin, "a", "label", "").unwrap();
+                } else {
+                    registry.revoke(&admin, "a", "label").unwrap();
+                }
+            }
+        });
+        loop {
+            let scored = score_a(&registry);
+            let step = scored.version - first;
+            assert_eq!(
+                scored.artists["a"].party_authorized,
+                step % 2 == 1,
+                "at version {}",
+                scored.version
+            );
+            if step == toggles {
+                break;
+            }
+        }
+    });
+}
+
+#[test]
+fn the_view_follows_artists_and_grants_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = origin("admin", "req");
+    {
+        let registry = open(dir.path());
+        create_a(&registry, &admin);
+        registry.create_artist(&admin, "b", "Artist B").unwrap();
+        registry.grant(&admin, "a", "label", "").unwrap();
+        registry.grant(&admin, "b", "label", "").unwrap();
+        registry.delete_artist(&admin, "b").unwrap();
+        assert_eq!(registry.size(), (1, 1));
+    }
+    let registry = open(dir.path());
+    assert_eq!(registry.size(), (1, 1));
+    let scored = score_a(&registry);
+    assert_eq!(scored.artists.len(), 1);
+    assert_eq!(scored.artists["a"].display_name, "Artist A");
+    assert!(scored.artists["a"].party_authorized);
+    registry.revoke(&admin, "a", "label").unwrap();
+    assert!(!score_a(&registry).artists["a"].party_authorized);
 }

@@ -9,10 +9,9 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::{EmbedError, Embedder, WindowConfig};
-use crate::eval::asnorm::AsNorm;
-use crate::eval::calibration::Calibration;
-use crate::registry::index::SearchIndex;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, ScoreQuery};
+use crate::scoring::asnorm::AsNorm;
+use crate::scoring::calibration::Calibration;
 pub use evidence::{gather, ArtistScores};
 
 /// Errors of screening a track.
@@ -21,7 +20,7 @@ pub enum ScreeningError {
     /// The audio could not be embedded.
     #[error(transparent)]
     Embed(#[from] EmbedError),
-    /// The registry could not be read.
+    /// The registry's database could not be reached.
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -225,8 +224,9 @@ pub struct ArtistMatch {
 }
 
 /// How window scores are computed and read: the thresholds, and optionally AS-Norm over a
-/// cohort (scores are then normalised before any threshold applies) and a calibration (whose
-/// threshold is the match threshold, and which turns aggregates into log-likelihood ratios).
+/// cohort (the registry normalises scores with it before any threshold applies) and a
+/// calibration (whose threshold is the match threshold, and which turns aggregates into
+/// log-likelihood ratios).
 pub struct Scoring {
     /// Thresholds and windows.
     pub config: ScreeningConfig,
@@ -234,32 +234,6 @@ pub struct Scoring {
     pub as_norm: Option<AsNorm>,
     /// Score calibration.
     pub calibration: Option<Calibration>,
-}
-
-impl Scoring {
-    /// Each artist's best score among the `top_k` voiceprints nearest to `window`, AS-Norm
-    /// normalised when a cohort is loaded, best first.
-    fn window_scores(&self, index: &SearchIndex, window: &[f32]) -> Vec<(String, f32)> {
-        let Some(norm) = &self.as_norm else {
-            return index.top_artists(window, self.config.top_k);
-        };
-        let window_stats = norm.stats(window);
-        let mut best: Vec<(String, f32)> = Vec::new();
-        for hit in index.top_k(window, self.config.top_k) {
-            let Some(voiceprint) = index.embedding(&hit.voiceprint_id) else {
-                continue;
-            };
-            let score =
-                AsNorm::normalize(f64::from(hit.score), norm.stats(voiceprint), window_stats)
-                    as f32;
-            match best.iter_mut().find(|(a, _)| *a == hit.artist_id) {
-                Some((_, s)) => *s = s.max(score),
-                None => best.push((hit.artist_id, score)),
-            }
-        }
-        best.sort_by(|a, b| b.1.total_cmp(&a.1));
-        best
-    }
 }
 
 /// The answer for one track.
@@ -337,24 +311,27 @@ fn screen_once(
 ) -> Result<Verdict, ScreeningError> {
     let config = &scoring.config;
     let track = embedder.embed_windows(samples, &config.windows())?;
-    let (scores, registry_version) = {
-        let snapshot = registry.snapshot();
-        let per_window: Vec<Vec<(String, f32)>> = track
-            .windows
-            .iter()
-            .map(|w| scoring.window_scores(&snapshot.index, &w.embedding))
-            .collect();
-        (gather(&track, &per_window, config), snapshot.version)
-    };
+    let windows: Vec<&[f32]> = track
+        .windows
+        .iter()
+        .map(|w| w.embedding.as_slice())
+        .collect();
+    let scored = registry.score(&ScoreQuery {
+        windows: &windows,
+        top_k: config.top_k,
+        as_norm: scoring.as_norm.as_ref(),
+        party_id: &upload.uploader_party_id,
+        artist_ids: &upload.credited_artist_ids,
+    })?;
     let mut matches = Vec::new();
-    for s in scores {
-        let Some(artist) = registry.find_artist(&s.artist_id)? else {
+    for s in gather(&track, &scored.windows, config) {
+        let Some(artist) = scored.artists.get(&s.artist_id) else {
             continue;
         };
         matches.push(ArtistMatch {
-            uploader_authorized: registry.is_authorized(&s.artist_id, &upload.uploader_party_id)?,
+            uploader_authorized: artist.party_authorized,
             credited: upload.credited_artist_ids.contains(&s.artist_id),
-            display_name: artist.display_name,
+            display_name: artist.display_name.clone(),
             artist_id: s.artist_id,
             matched: s.matched,
             best_score: s.best_score,
@@ -368,12 +345,12 @@ fn screen_once(
                 .map(|c| c.llr(f64::from(s.aggregate_score))),
         });
     }
-    let mut credited_registered = Vec::new();
-    for id in &upload.credited_artist_ids {
-        if registry.find_artist(id)?.is_some() {
-            credited_registered.push(id.clone());
-        }
-    }
+    let credited_registered: Vec<String> = upload
+        .credited_artist_ids
+        .iter()
+        .filter(|id| scored.artists.contains_key(*id))
+        .cloned()
+        .collect();
     let (decision, flags, explanation) = decide(
         &matches,
         track.voiced_s,
@@ -391,7 +368,7 @@ fn screen_once(
         windows: track.windows.len(),
         window_s: track.window_s,
         hop_s: track.hop_s,
-        registry_version,
+        registry_version: scored.version,
     })
 }
 

@@ -12,14 +12,12 @@ use super::telemetry::LogFormat;
 use crate::embed::BatchConfig;
 use crate::encoder::source::DEFAULT_MODEL;
 use crate::encoder::{DeviceChoice, ModelId, Precision};
-use crate::eval::asnorm::{read_cohort, AsNorm};
-use crate::eval::calibration::Calibration;
-use crate::registry::backend::StoreLocation;
+use crate::registry::backend::{PoolSettings, StoreLocation};
 use crate::registry::index::SearchConfig;
-use crate::registry::postgres::PoolSettings;
 use crate::registry::EnrollmentPolicy;
-use crate::screening::Scoring;
-use crate::screening::ScreeningConfig;
+use crate::scoring::asnorm::AsNorm;
+use crate::scoring::calibration::Calibration;
+use crate::screening::{Scoring, ScreeningConfig};
 
 /// Errors of reading or checking the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -338,21 +336,15 @@ impl ServerConfig {
     /// from `model`, and a calibration's threshold becomes the match threshold.
     pub fn scoring(&self, model: &ModelId) -> Result<Scoring, ConfigError> {
         let mut config = self.screening;
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
         let calibration = match &self.calibration {
             Some(path) => {
-                let origin = path.display().to_string();
-                let c = Calibration::from_json(&read(path)?, &origin)
-                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                let c = Calibration::load(path).map_err(|e| ConfigError::Invalid(e.to_string()))?;
                 if c.model_sha256 != model.sha256 {
                     return Err(ConfigError::Invalid(format!(
-                        "the calibration {origin} was fitted on scores of model '{}' ({}), but this server loaded {model}; run `vocalguard eval` and `vocalguard calibrate` with this model",
-                        c.model, c.model_sha256
+                        "the calibration {} was fitted on scores of model '{}' ({}), but this server loaded {model}; run `vocalguard eval` and `vocalguard calibrate` with this model",
+                        path.display(),
+                        c.model,
+                        c.model_sha256
                     )));
                 }
                 config.match_threshold = c.threshold;
@@ -367,20 +359,10 @@ impl ServerConfig {
             None => None,
         };
         let as_norm = match &self.as_norm {
-            Some(a) => {
-                let origin = a.cohort.display().to_string();
-                let (cohort, name, sha) = read_cohort(&read(&a.cohort)?, &origin)
-                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-                if sha != model.sha256 {
-                    return Err(ConfigError::Invalid(format!(
-                        "the AS-Norm cohort {origin} holds embeddings of model '{name}' ({sha}), but this server loaded {model}"
-                    )));
-                }
-                Some(
-                    AsNorm::new(cohort, a.top_n)
-                        .map_err(|e| ConfigError::Invalid(e.to_string()))?,
-                )
-            }
+            Some(a) => Some(
+                AsNorm::load(&a.cohort, model, a.top_n)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            ),
             None => None,
         };
         Ok(Scoring {

@@ -164,18 +164,11 @@ impl Core {
         }
     }
 
-    /// Refreshes the registry gauges after a change (counting artists reads the store, so off
-    /// the executor).
-    async fn registry_changed(&self) {
-        let registry = Arc::clone(&self.registry);
-        match self.blocking(move || registry.size()).await {
-            Ok(Ok((artists, voiceprints))) => {
-                self.metrics
-                    .set_registry(artists, voiceprints, self.registry.version())
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the registry size"),
-            Err(e) => tracing::warn!(error = %e, "cannot read the registry size"),
-        }
+    /// Refreshes the registry gauges after a change.
+    fn registry_changed(&self) {
+        let (artists, voiceprints) = self.registry.size();
+        self.metrics
+            .set_registry(artists, voiceprints, self.registry.version());
     }
 }
 
@@ -281,11 +274,11 @@ pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
         .maintain_index(move |status| index_gauges.set_search_index(&status))
         .context("starting the search index builder")?;
     let gauges = metrics.clone();
-    registry.follow(move |r| match r.size() {
-        Ok((artists, voiceprints)) => gauges.set_registry(artists, voiceprints, r.version()),
-        Err(e) => tracing::warn!(error = %e, "cannot read the registry size"),
+    registry.follow(move |r| {
+        let (artists, voiceprints) = r.size();
+        gauges.set_registry(artists, voiceprints, r.version());
     });
-    let (artists, voiceprints) = tokio::task::block_in_place(|| registry.size())?;
+    let (artists, voiceprints) = registry.size();
     metrics.set_registry(artists, voiceprints, registry.version());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

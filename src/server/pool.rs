@@ -140,37 +140,64 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// The longest any test waits for anything.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Waits until `done` holds; fails the test, naming `what`, after [`WAIT`].
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A job that holds its worker until released (or [`WAIT`] passes), and the senders that
+    /// release it, with the signal it sends when a worker starts it.
+    fn blocking_job() -> (
+        impl FnOnce() + Send + 'static,
+        std::sync::mpsc::Sender<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let job = move || {
+            let _ = started_tx.send(());
+            let _ = release_rx.recv_timeout(WAIT);
+        };
+        (job, release_tx, started_rx)
+    }
+
+    /// Waits for a job's "started" signal, at most [`WAIT`].
+    async fn started(signal: tokio::sync::oneshot::Receiver<()>) {
+        tokio::time::timeout(WAIT, signal)
+            .await
+            .expect("the job did not start in time")
+            .expect("the job was dropped unrun");
+    }
+
     #[tokio::test]
     async fn runs_jobs_and_refuses_beyond_capacity() {
         let pool = Arc::new(InferencePool::new(1, 1, Metrics::new()));
-        let far = Instant::now() + Duration::from_secs(10);
+        let far = Instant::now() + WAIT;
         assert_eq!(pool.run(far, || 2 + 2).await, Ok(4));
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (job, release, signal) = blocking_job();
         let blocker = {
             let pool = Arc::clone(&pool);
-            tokio::spawn(async move {
-                pool.run(far, move || {
-                    release_rx.recv().ok();
-                })
-                .await
-            })
+            tokio::spawn(async move { pool.run(far, job).await })
         };
-        while pool.depth() < 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The worker holds the blocker, so the queue's one place is free for the next job.
+        started(signal).await;
         let queued = {
             let pool = Arc::clone(&pool);
             tokio::spawn(async move { pool.run(far, || 1).await })
         };
-        while pool.depth() < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until("the second job to queue", || pool.depth() == 2).await;
         assert_eq!(
             pool.run(far, || 0).await,
             Err(PoolError::Busy { capacity: 1 })
         );
-        release_tx.send(()).unwrap();
+        release.send(()).unwrap();
         assert_eq!(blocker.await.unwrap(), Ok(()));
         assert_eq!(queued.await.unwrap(), Ok(1));
         assert_eq!(pool.depth(), 0);
@@ -189,7 +216,8 @@ mod tests {
             })
             .await;
         assert_eq!(result, Err(PoolError::Expired));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The worker has taken the job off the queue and decided about it.
+        until("the worker to drop the job", || pool.depth() == 0).await;
         assert_eq!(ran.load(Ordering::SeqCst), 0);
         let text = metrics.render();
         assert!(
@@ -202,20 +230,13 @@ mod tests {
     async fn a_job_whose_caller_went_away_is_dropped_unrun_and_frees_what_it_held() {
         let metrics = Metrics::new();
         let pool = Arc::new(InferencePool::new(1, 4, metrics.clone()));
-        let far = Instant::now() + Duration::from_secs(10);
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let far = Instant::now() + WAIT;
+        let (job, release, signal) = blocking_job();
         let blocker = {
             let pool = Arc::clone(&pool);
-            tokio::spawn(async move {
-                pool.run(far, move || {
-                    release_rx.recv().ok();
-                })
-                .await
-            })
+            tokio::spawn(async move { pool.run(far, job).await })
         };
-        while pool.depth() < 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        started(signal).await;
         let held = Arc::new(());
         let ran = Arc::new(AtomicUsize::new(0));
         let (in_job, seen) = (Arc::clone(&held), Arc::clone(&ran));
@@ -229,16 +250,12 @@ mod tests {
                 .await
             })
         };
-        while pool.depth() < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until("the second job to queue", || pool.depth() == 2).await;
         abandoned.abort();
         assert!(abandoned.await.unwrap_err().is_cancelled());
-        release_tx.send(()).unwrap();
+        release.send(()).unwrap();
         assert_eq!(blocker.await.unwrap(), Ok(()));
-        while pool.depth() > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until("the worker to drop the abandoned job", || pool.depth() == 0).await;
         assert_eq!(ran.load(Ordering::SeqCst), 0);
         assert_eq!(
             Arc::strong_count(&held),
@@ -255,7 +272,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_job_does_not_kill_the_worker() {
         let pool = InferencePool::new(1, 4, Metrics::new());
-        let far = Instant::now() + Duration::from_secs(10);
+        let far = Instant::now() + WAIT;
         assert_eq!(
             pool.run(far, || -> u8 { panic!("boom") }).await,
             Err(PoolError::Stopped)

@@ -44,7 +44,7 @@ impl RegistryService for RegistryApi {
                     .blocking(move || reg.create_artist(&origin, &r.artist_id, &r.display_name))
                     .await?
                     .map_err(registry_status)?;
-                core.registry_changed().await;
+                core.registry_changed();
                 tracing::info!(artist_id = %created.artist_id, "artist created");
                 Ok(convert::artist(crate::registry::ArtistSummary {
                     artist: created,
@@ -113,7 +113,7 @@ impl RegistryService for RegistryApi {
                     .blocking(move || reg.delete_artist(&origin, &id))
                     .await?
                     .map_err(registry_status)?;
-                core.registry_changed().await;
+                core.registry_changed();
                 tracing::info!(artist_id = %r.artist_id, voiceprints = counts.voiceprints, "artist deleted");
                 Ok(DeleteArtistResponse {
                     voiceprints_deleted: counts.voiceprints,
@@ -172,7 +172,7 @@ impl RegistryService for RegistryApi {
                     })
                     .await
                     .map_err(pool_status)??;
-                core.registry_changed().await;
+                core.registry_changed();
                 tracing::info!(
                     artist_id = %enrolled.voiceprint.artist_id,
                     voiceprint_id = %enrolled.voiceprint.voiceprint_id,
@@ -228,7 +228,7 @@ impl RegistryService for RegistryApi {
                     .blocking(move || reg.delete_voiceprint(&origin, &id))
                     .await?
                     .map_err(registry_status)?;
-                core.registry_changed().await;
+                core.registry_changed();
                 tracing::info!(voiceprint_id = %r.voiceprint_id, "voiceprint deleted");
                 Ok(DeleteVoiceprintResponse { registry_version })
             })
@@ -248,7 +248,7 @@ impl RegistryService for RegistryApi {
                     .blocking(move || reg.grant(&origin, &r.artist_id, &r.party_id, &r.note))
                     .await?
                     .map_err(registry_status)?;
-                core.registry_changed().await;
+                core.registry_changed();
                 tracing::info!(artist_id = %grant.artist_id, "authorization granted");
                 Ok(convert::authorization(grant))
             })
@@ -269,7 +269,7 @@ impl RegistryService for RegistryApi {
                     .blocking(move || reg.revoke(&origin, &artist_id, &r.party_id))
                     .await?
                     .map_err(registry_status)?;
-                core.registry_changed().await;
+                core.registry_changed();
                 tracing::info!(artist_id = %r.artist_id, "authorization revoked");
                 Ok(RevokeAuthorizationResponse { registry_version })
             })

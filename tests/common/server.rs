@@ -113,6 +113,18 @@ impl ServerProcess {
     }
 }
 
+/// Polls `done` every 10 ms until it holds; panics, naming `what`, after `limit`.
+pub fn eventually(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The value of the line of a metrics page that starts with `series ` (a name with its
 /// labels, exactly as rendered).
 pub fn metric(page: &str, series: &str) -> f64 {

@@ -135,15 +135,22 @@ unsafe fn dot_avx512(query: &[f32], code: &[i8]) -> f32 {
     let mut i = 0;
     while i + 32 <= n {
         for (j, acc) in acc.iter_mut().enumerate() {
-            let bytes = _mm_loadu_si128(c.add(i + 16 * j).cast());
+            // SAFETY: `i + 16 * j + 16 <= n`, and both slices hold `n` values.
+            let (bytes, values) = unsafe {
+                (
+                    _mm_loadu_si128(c.add(i + 16 * j).cast()),
+                    _mm512_loadu_ps(q.add(i + 16 * j)),
+                )
+            };
             let codes = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-            *acc = _mm512_fmadd_ps(_mm512_loadu_ps(q.add(i + 16 * j)), codes, *acc);
+            *acc = _mm512_fmadd_ps(values, codes, *acc);
         }
         i += 32;
     }
     let mut total = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
     while i < n {
-        total += *q.add(i) * f32::from(*c.add(i));
+        // SAFETY: `i < n`, and both slices hold `n` values.
+        total += unsafe { *q.add(i) * f32::from(*c.add(i)) };
         i += 1;
     }
     total
@@ -170,15 +177,23 @@ unsafe fn dot_avx2(query: &[f32], code: &[i8]) -> f32 {
     let mut i = 0;
     while i + 16 <= n {
         for (j, acc) in acc.iter_mut().enumerate() {
-            let bytes = _mm_loadl_epi64(c.add(i + 8 * j).cast());
+            // SAFETY: `i + 8 * j + 8 <= n`, and both slices hold `n` values.
+            let (bytes, values) = unsafe {
+                (
+                    _mm_loadl_epi64(c.add(i + 8 * j).cast()),
+                    _mm256_loadu_ps(q.add(i + 8 * j)),
+                )
+            };
             let codes = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-            *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(i + 8 * j)), codes, *acc);
+            *acc = _mm256_fmadd_ps(values, codes, *acc);
         }
         i += 16;
     }
-    let mut total = sum_lanes(_mm256_add_ps(acc[0], acc[1]));
+    // SAFETY: this function is compiled for AVX2, which `sum_lanes` needs.
+    let mut total = unsafe { sum_lanes(_mm256_add_ps(acc[0], acc[1])) };
     while i < n {
-        total += *q.add(i) * f32::from(*c.add(i));
+        // SAFETY: `i < n`, and both slices hold `n` values.
+        total += unsafe { *q.add(i) * f32::from(*c.add(i)) };
         i += 1;
     }
     total

@@ -88,24 +88,29 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i + 32 <= n {
         for (j, acc) in acc.iter_mut().enumerate() {
-            let x = _mm256_loadu_ps(pa.add(i + 8 * j));
-            let y = _mm256_loadu_ps(pb.add(i + 8 * j));
+            // SAFETY: `i + 8 * j + 8 <= n`, and both slices hold `n` floats.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(pa.add(i + 8 * j)),
+                    _mm256_loadu_ps(pb.add(i + 8 * j)),
+                )
+            };
             *acc = _mm256_fmadd_ps(x, y, *acc);
         }
         i += 32;
     }
     while i + 8 <= n {
-        let x = _mm256_loadu_ps(pa.add(i));
-        let y = _mm256_loadu_ps(pb.add(i));
+        // SAFETY: `i + 8 <= n`, and both slices hold `n` floats.
+        let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
         acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
         i += 8;
     }
-    let mut total = sum_lanes(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    ));
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    // SAFETY: this function is compiled for AVX2, which includes the AVX `sum_lanes` needs.
+    let mut total = unsafe { sum_lanes(sum) };
     while i < n {
-        total += *pa.add(i) * *pb.add(i);
+        // SAFETY: `i < n`, and both slices hold `n` floats.
+        total += unsafe { *pa.add(i) * *pb.add(i) };
         i += 1;
     }
     total

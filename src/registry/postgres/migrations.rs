@@ -4,8 +4,11 @@
 
 use tokio_postgres::Client;
 
-use super::{pg_error, LOCK_MIGRATIONS};
-use crate::registry::RegistryError;
+use super::error::pg_error;
+use crate::registry::types::RegistryError;
+
+/// Advisory lock key taken while migrating (an arbitrary constant: "vgmigr" in ASCII).
+const LOCK_MIGRATIONS: i64 = 0x7667_6d69_6772;
 
 /// One schema change: its version, what it does, and its SQL.
 struct Migration {

@@ -5,9 +5,14 @@
 //! highest cohort scores describe how that side scores against strangers. The raw score `s` is
 //! normalised by both: `½((s − μe)/σe + (s − μt)/σt)`. Embeddings are expected to have unit
 //! norm (as `vocalguard embed` writes them), so cosine similarity is the dot product; it is
-//! computed in f64.
+//! computed in f64. A cohort is read from a `vocalguard embed` file ([`AsNorm::load`]), which
+//! must hold embeddings of the loaded model.
+
+use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::encoder::ModelId;
 
 /// Floor on the cohort standard deviation, so that a degenerate cohort cannot divide by zero.
 const MIN_STD: f64 = 1e-6;
@@ -41,6 +46,18 @@ pub enum AsNormError {
     },
     #[error("{origin}: no embeddings")]
     NoEmbeddings { origin: String },
+    #[error("reading the AS-Norm cohort {origin}: {source}")]
+    Read {
+        origin: String,
+        source: std::io::Error,
+    },
+    #[error("the AS-Norm cohort {origin} holds embeddings of model '{model}' ({model_sha256}), but {loaded} is loaded")]
+    OtherModel {
+        origin: String,
+        model: String,
+        model_sha256: String,
+        loaded: ModelId,
+    },
 }
 
 /// A cohort of unit-norm embeddings and the top-N size.
@@ -75,6 +92,26 @@ impl AsNorm {
             cohort: cohort.concat(),
             dim,
         })
+    }
+
+    /// Reads the cohort file at `path` (see [`read_cohort`]), which must hold embeddings of
+    /// `model`, and makes the normaliser over its `top_n` best scores.
+    pub fn load(path: &Path, model: &ModelId, top_n: usize) -> Result<Self, AsNormError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| AsNormError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        let (cohort, name, sha) = read_cohort(&text, &origin)?;
+        if sha != model.sha256 {
+            return Err(AsNormError::OtherModel {
+                origin,
+                model: name,
+                model_sha256: sha,
+                loaded: model.clone(),
+            });
+        }
+        Self::new(cohort, top_n)
     }
 
     /// Mean and population standard deviation (floored at 1e-6) of the top-N cosine scores of
