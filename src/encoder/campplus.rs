@@ -726,18 +726,21 @@ mod tests {
 
     #[test]
     fn cpu_path_and_tensor_ops_agree() {
-        let encoder = encoder(&random_tensors(SMALL));
-        for frames in [encoder.min_frames(), 8, 9, 23] {
-            let feats = Tensor::randn(0f32, 1.0, (3, frames, 16), &Device::Cpu).unwrap();
-            let cpu = cpu::forward(&encoder, &feats).unwrap();
-            let ops = encoder.forward_tensor_ops(&feats).unwrap();
-            assert_eq!(cpu.dims(), &[3, 6]);
-            let scale = crate::encoder::max_abs(&ops);
-            let diff = crate::encoder::max_abs(&(cpu - ops).unwrap());
-            assert!(
-                diff <= 1e-4 * scale.max(1.0),
-                "{frames} frames: {diff} of {scale}"
-            );
+        for cfg in [SMALL, PANELLED] {
+            let encoder = encoder_of(cfg, &random_tensors(cfg));
+            // 3 × 60 rows after the strided layer: the products are split over threads too.
+            for frames in [encoder.min_frames(), 8, 9, 23, 120] {
+                let feats = Tensor::randn(0f32, 1.0, (3, frames, 16), &Device::Cpu).unwrap();
+                let cpu = cpu::forward(&encoder, &feats).unwrap();
+                let ops = encoder.forward_tensor_ops(&feats).unwrap();
+                assert_eq!(cpu.dims(), &[3, cfg.embedding_size]);
+                let scale = crate::encoder::max_abs(&ops);
+                let diff = crate::encoder::max_abs(&(cpu - ops).unwrap());
+                assert!(
+                    diff <= 1e-4 * scale.max(1.0),
+                    "{cfg:?}, {frames} frames: {diff} of {scale}"
+                );
+            }
         }
     }
 
