@@ -9,8 +9,8 @@
 //! default thresholds decide.
 //!
 //! The model is `$VOCALGUARD_MODEL` (default: the server's default), and the thresholds its card
-//! states (else the built-in defaults); the sweep runs from 0.10 below the match threshold to
-//! 0.06 above it.
+//! states (else the built-in defaults); the sweep runs in 0.01 steps over 0.16 from
+//! `$SWEEP_FROM`, by default 0.10 below the match threshold.
 //!
 //! `[VOCALGUARD_MODEL=NAME] cargo run --release --example screening_thresholds [LIBRISPEECH_MINI_DIR]`
 
@@ -185,8 +185,12 @@ fn main() {
     println!(
         "threshold  held-out targets below  non-target tracks at or above (their best artist)"
     );
+    let sweep_from = std::env::var("SWEEP_FROM")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(config.match_threshold - 0.10);
     for step in 0..=16 {
-        let x = (config.match_threshold - 0.10) as f32 + step as f32 * 0.01;
+        let x = sweep_from as f32 + step as f32 * 0.01;
         println!(
             "{x:.2}       {:>3} / {}                 {:>3} / {}",
             ta.iter().filter(|&&s| s < x).count(),

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BUILTIN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/ge2e-resemblyzer");
+const BUILTIN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/campplus-zh-en");
 
 fn vocalguard(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vocalguard"));
@@ -71,10 +71,10 @@ fn embed_writes_one_json_line_per_file_and_reports_failures() {
     );
     assert_eq!(lines[1]["file"], b.as_str());
     for line in &lines {
-        assert_eq!(line["model"], "ge2e-resemblyzer");
+        assert_eq!(line["model"], vocalguard::encoder::source::DEFAULT_MODEL);
         assert_eq!(line["model_sha256"], card_sha256().as_str());
-        assert_eq!(line["dim"], 256);
-        assert_eq!(line["embedding"].as_array().unwrap().len(), 256);
+        assert_eq!(line["dim"], 192);
+        assert_eq!(line["embedding"].as_array().unwrap().len(), 192);
         let (duration, voiced) = (
             line["duration_s"].as_f64().unwrap(),
             line["voiced_s"].as_f64().unwrap(),
@@ -210,7 +210,8 @@ fn usage_errors_and_unknown_models_explain_themselves() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("no-such-model") && stderr.contains("ge2e-resemblyzer"),
+        stderr.contains("no-such-model")
+            && stderr.contains(vocalguard::encoder::source::DEFAULT_MODEL),
         "{stderr}"
     );
     let out = vocalguard(&["embed", "--help"], &[]);

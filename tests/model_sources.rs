@@ -494,14 +494,19 @@ fn models_list_names_every_builtin_with_its_hash_situation() {
         names,
         [
             "ge2e-resemblyzer",
+            "campplus-zh-en",
             "ecapa-tdnn-voxceleb",
             "wespeaker-resnet34"
         ]
     );
     assert_eq!(
         lines[1]["sha256"],
+        "2ed2fdcf0ce9d603e88ef4a9c494d6817c9870cdbbe11437b730b2c14cba5034"
+    );
+    assert_eq!(
+        lines[2]["sha256"],
         "0575cb64845e6b9a10db9bcb74d5ac32b326b8dc90352671d345e2ee3d0126a2"
     );
-    assert!(lines[2]["sha256"].is_null());
-    assert!(lines[1]["converted"].is_null());
+    assert!(lines[3]["sha256"].is_null());
+    assert!(lines[2]["converted"].is_null());
 }

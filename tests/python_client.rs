@@ -207,7 +207,11 @@ fn check_screens(report: &Value, decision: &str, artist_id: &str, authorized: bo
             );
         }
         let context = &answer["context"];
-        assert_eq!(context["model"], "ge2e-resemblyzer", "{report:#}");
+        assert_eq!(
+            context["model"],
+            vocalguard::encoder::source::DEFAULT_MODEL,
+            "{report:#}"
+        );
         let sha = context["model_sha256"].as_str().unwrap();
         assert!(
             sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),

@@ -89,7 +89,10 @@ async fn enrollment_refuses_short_inconsistent_and_colliding_references() {
 
     let accepted = c.enroll("artist-a", &rest[1]).await.unwrap();
     assert!(accepted.consistency_score.unwrap() >= 0.72);
-    assert_eq!(accepted.context.unwrap().model, "ge2e-resemblyzer");
+    assert_eq!(
+        accepted.context.unwrap().model,
+        vocalguard::encoder::source::DEFAULT_MODEL
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,8 +189,10 @@ async fn the_registry_survives_a_restart_and_refuses_another_model() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
-        stderr.contains("was built with model ge2e-resemblyzer")
-            && stderr.contains("this server loaded ge2e-other")
+        stderr.contains(&format!(
+            "was built with model {}",
+            vocalguard::encoder::source::DEFAULT_MODEL
+        )) && stderr.contains("this server loaded ge2e-other")
             && stderr.contains("re-enroll"),
         "{stderr}"
     );

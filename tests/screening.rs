@@ -91,7 +91,7 @@ async fn enrolled_voices_are_caught_authorized_uploads_pass_and_strangers_do_not
         assert_eq!(top_artist(&authorized), artist);
         assert!(authorized.matches[0].uploader_authorized);
         let context = unauthorized.context.as_ref().unwrap();
-        assert_eq!(context.model, "ge2e-resemblyzer");
+        assert_eq!(context.model, vocalguard::encoder::source::DEFAULT_MODEL);
         assert_eq!(context.model_sha256.len(), 64);
         assert!(context.registry_version >= (SPEAKERS * (REFERENCES + 2)) as u64);
     }

@@ -66,7 +66,9 @@ async fn the_graph_is_built_in_the_background_keeps_every_change_and_finds_real_
     };
     let data = tempfile::tempdir().unwrap();
     let model = {
-        let probe = ServerProcess::start(&data.path().join("probe"), &[]);
+        // GE2E: the synthetic voiceprints are shaped like its 256-d embeddings.
+        let probe =
+            ServerProcess::start(&data.path().join("probe"), &["--model", "ge2e-resemblyzer"]);
         let reply = PingServiceClient::connect(probe.url())
             .await
             .unwrap()
@@ -89,7 +91,10 @@ async fn the_graph_is_built_in_the_background_keeps_every_change_and_finds_real_
         .unwrap();
     drop(dump);
 
-    let server = ServerProcess::start(&dir, &["--approximate-above", "1000"]);
+    let server = ServerProcess::start(
+        &dir,
+        &["--approximate-above", "1000", "--model", "ge2e-resemblyzer"],
+    );
     let mut clients = Clients::connect(&server.url()).await;
     // Right after start: the graph is being built, exact search serves, and changes go on.
     clients

@@ -21,7 +21,7 @@ async fn serve_answers_ping_health_and_metrics_then_stops_on_sigterm() {
     let mut ping = PingServiceClient::connect(url.clone()).await.unwrap();
     let reply = ping.ping(PingRequest {}).await.unwrap().into_inner();
     assert_eq!(reply.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!(reply.model, "ge2e-resemblyzer");
+    assert_eq!(reply.model, vocalguard::encoder::source::DEFAULT_MODEL);
     assert_eq!(reply.model_sha256.len(), 64);
 
     let channel = tonic::transport::Channel::from_shared(url)

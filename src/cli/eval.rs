@@ -32,7 +32,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     audio_root: Option<PathBuf>,
     /// Model to evaluate (built-in name, directory or hub repo id); repeat to compare several
-    /// models in one report [default: ge2e-resemblyzer].
+    /// models in one report [default: campplus-zh-en].
     #[arg(long = "model", value_name = "MODEL")]
     models: Vec<String>,
     /// Never download from the hub; use only the local cache (also: HF_HUB_OFFLINE=1).

@@ -49,7 +49,7 @@ pub struct ServeArgs {
     #[arg(long, env = "VOCALGUARD_REGISTRY", value_name = "URL")]
     registry: Option<String>,
     /// Model: a built-in name, a directory holding model.json and its weights, or a Hugging
-    /// Face repo id `owner/name[@revision]` [default: ge2e-resemblyzer]. A registry only
+    /// Face repo id `owner/name[@revision]` [default: campplus-zh-en]. A registry only
     /// accepts the model it was built with.
     #[arg(long, env = "VOCALGUARD_MODEL")]
     model: Option<String>,
@@ -212,6 +212,8 @@ impl ServeArgs {
         }
         set(&mut c.screening.match_threshold, &self.match_threshold);
         set(&mut c.screening.review_threshold, &self.review_threshold);
+        c.explicit.match_threshold |= self.match_threshold.is_some();
+        c.explicit.review_threshold |= self.review_threshold.is_some();
         set(&mut c.screening.window_s, &self.window);
         set(&mut c.screening.hop_s, &self.hop);
         set(&mut c.screening.min_voiced_s, &self.min_voiced);

@@ -16,7 +16,7 @@ use super::convert::CONVERTED_DIR;
 use super::{ModelCard, ModelError, WeightsRef};
 
 /// Name of the model used when none is given.
-pub const DEFAULT_MODEL: &str = "ge2e-resemblyzer";
+pub const DEFAULT_MODEL: &str = "campplus-zh-en";
 
 /// File name of a model card inside a model directory or hub repo.
 pub const CARD_FILE: &str = "model.json";

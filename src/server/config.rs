@@ -11,7 +11,7 @@ use super::auth::TokenEntry;
 use super::telemetry::LogFormat;
 use crate::embed::BatchConfig;
 use crate::encoder::source::DEFAULT_MODEL;
-use crate::encoder::{DeviceChoice, ModelId, Precision};
+use crate::encoder::{DeviceChoice, ModelId, Precision, Thresholds};
 use crate::registry::backend::{PoolSettings, StoreLocation};
 use crate::registry::index::SearchConfig;
 use crate::registry::EnrollmentPolicy;
@@ -89,6 +89,22 @@ pub struct ServerConfig {
     pub tls: TlsConfig,
     /// API tokens; access control is on when any is configured.
     pub auth: AuthConfig,
+    /// Which thresholds the file or the flags set; the others come from the model's card.
+    #[serde(skip)]
+    pub explicit: ExplicitThresholds,
+}
+
+/// The thresholds a configuration sets itself, rather than taking the model card's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExplicitThresholds {
+    /// `screening.match_threshold`.
+    pub match_threshold: bool,
+    /// `screening.review_threshold`.
+    pub review_threshold: bool,
+    /// `enrollment.consistency_threshold`.
+    pub consistency_threshold: bool,
+    /// `enrollment.collision_threshold`.
+    pub collision_threshold: bool,
 }
 
 /// TLS (rustls) on the gRPC listener: on when `cert` and `key` are set.
@@ -224,6 +240,7 @@ impl Default for ServerConfig {
             as_norm: None,
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
+            explicit: ExplicitThresholds::default(),
         }
     }
 }
@@ -235,10 +252,59 @@ impl ServerConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })
+        };
+        let mut config: Self = toml::from_str(&text).map_err(parse_error)?;
+        let table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        let has = |section: &str, key: &str| {
+            table
+                .get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key(key))
+        };
+        config.explicit = ExplicitThresholds {
+            match_threshold: has("screening", "match_threshold"),
+            review_threshold: has("screening", "review_threshold"),
+            consistency_threshold: has("enrollment", "consistency_threshold"),
+            collision_threshold: has("enrollment", "collision_threshold"),
+        };
+        Ok(config)
+    }
+
+    /// Takes the thresholds the configuration does not set from the model card's `thresholds`
+    /// (cards without them leave the built-in defaults), then checks the result.
+    pub fn adopt_model_thresholds(&mut self, card: Option<&Thresholds>) -> Result<(), ConfigError> {
+        if let Some(t) = card {
+            let e = self.explicit;
+            let take = |explicit: bool, target: &mut f64, value: f64| {
+                if !explicit {
+                    *target = value;
+                }
+            };
+            take(
+                e.match_threshold,
+                &mut self.screening.match_threshold,
+                t.match_threshold,
+            );
+            take(
+                e.review_threshold,
+                &mut self.screening.review_threshold,
+                t.review_threshold,
+            );
+            take(
+                e.consistency_threshold,
+                &mut self.enrollment.consistency_threshold,
+                t.consistency_threshold,
+            );
+            take(
+                e.collision_threshold,
+                &mut self.enrollment.collision_threshold,
+                t.collision_threshold,
+            );
+        }
+        self.validate()
     }
 
     /// The configuration as TOML, as a file would hold it.

@@ -248,9 +248,13 @@ fn log_access(tokens: &auth::Tokens, tls: bool, config: &ServerConfig) {
     }
 }
 
-/// Opens the registry, binds the listeners and serves until SIGINT or SIGTERM: then health
+/// Takes the thresholds the configuration leaves unset from the model card, opens the registry,
+/// binds the listeners and serves until SIGINT or SIGTERM: then health
 /// turns NOT_SERVING, new calls are refused, and in-flight calls finish before it returns.
-pub async fn serve(config: ServerConfig, embedder: Embedder) -> Result<()> {
+pub async fn serve(mut config: ServerConfig, embedder: Embedder) -> Result<()> {
+    config
+        .adopt_model_thresholds(embedder.model().card().thresholds.as_ref())
+        .context("the configured thresholds with the model's")?;
     let tokens = Arc::new(
         auth::Tokens::load(config.auth.tokens_file.as_deref(), &config.auth.tokens)
             .context("loading the API tokens")?,

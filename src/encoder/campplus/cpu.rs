@@ -7,6 +7,8 @@
 //! columns after it, so the concatenation costs nothing; the kernel-3 convolutions read im2col
 //! rows padded per item.
 
+use std::cell::RefCell;
+
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
@@ -224,9 +226,15 @@ impl CpuModel {
     }
 }
 
-/// Buffers reused across the layers of one forward pass.
+/// Buffers reused across the layers of a forward pass, and across passes on one thread (so
+/// that the large ones are not faulted in from the OS anew for every batch).
 #[derive(Default)]
 struct Buffers {
+    scratch: Scratch,
+    head: Vec<f32>,
+    /// The dense block being built, and the next one.
+    x: Vec<f32>,
+    next: Vec<f32>,
     normed: Vec<f32>,
     hidden: Vec<f32>,
     col: Vec<f32>,
@@ -325,16 +333,34 @@ fn dense_layer(
     }
 }
 
-/// [`CamppEncoder::forward`] on the CPU.
+thread_local! {
+    /// This thread's buffers, between forward passes.
+    static BUFFERS: RefCell<Buffers> = RefCell::default();
+}
+
+/// [`CamppEncoder::forward`] on the CPU, with this thread's buffers (fresh ones when they are in
+/// use: a rayon thread waiting inside a pass may run another).
 pub(super) fn forward(encoder: &CamppEncoder, feats: &Tensor) -> candle_core::Result<Tensor> {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => forward_with(encoder, feats, &mut buf),
+        Err(_) => forward_with(encoder, feats, &mut Buffers::default()),
+    })
+}
+
+fn forward_with(
+    encoder: &CamppEncoder,
+    feats: &Tensor,
+    buf: &mut Buffers,
+) -> candle_core::Result<Tensor> {
     let cfg = &encoder.config;
     let cpu = &encoder.cpu;
     let (batch, frames, bins) = feats.dims3()?;
     let feats: Vec<f32> = feats.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     // FCM head, item by item, into time-major rows.
     let head_channels = cfg.head_out();
-    let mut head = vec![0f32; batch * frames * head_channels];
-    let mut scratch = Scratch::default();
+    let mut head = std::mem::take(&mut buf.head);
+    head.resize(batch * frames * head_channels, 0.0);
+    let mut scratch = std::mem::take(&mut buf.scratch);
     for (item, input) in feats.chunks_exact(frames * bins).enumerate() {
         let mut plane = vec![0f32; frames * bins];
         for (t, row) in input.chunks_exact(bins).enumerate() {
@@ -364,7 +390,6 @@ pub(super) fn forward(encoder: &CamppEncoder, feats: &Tensor) -> candle_core::Re
     // The strided TDNN layer, into the first block's buffer.
     let t_frames = cfg.tdnn_frames(frames);
     let rows = batch * t_frames;
-    let mut buf = Buffers::default();
     im2col(
         &head,
         head_channels,
@@ -375,10 +400,14 @@ pub(super) fn forward(encoder: &CamppEncoder, feats: &Tensor) -> candle_core::Re
         t_frames,
         &mut buf.col,
     );
-    drop(head);
+    buf.head = head;
+    buf.scratch = scratch;
     let mut channels = cfg.init_channels;
     let mut stride = channels + cfg.block_layers[0] * cfg.growth_rate;
-    let mut x = vec![0f32; rows * stride];
+    // Every column a layer reads was written before: the buffers need no clearing.
+    let mut x = std::mem::take(&mut buf.x);
+    let mut next = std::mem::take(&mut buf.next);
+    x.resize(rows * stride, 0.0);
     buf.local.resize(rows * channels, 0.0);
     cpu.tdnn
         .apply(&buf.col, cpu.tdnn.depth, rows, &mut buf.local);
@@ -402,7 +431,7 @@ pub(super) fn forward(encoder: &CamppEncoder, feats: &Tensor) -> candle_core::Re
                 stride,
                 channels,
                 (batch, t_frames),
-                &mut buf,
+                buf,
             );
             channels += cfg.growth_rate;
         }
@@ -416,7 +445,8 @@ pub(super) fn forward(encoder: &CamppEncoder, feats: &Tensor) -> candle_core::Re
                 .map_or(0, |&l| l * cfg.growth_rate);
         buf.local.resize(rows * channels, 0.0);
         product.apply(&buf.normed, product.depth, rows, &mut buf.local);
-        x = vec![0f32; rows * stride];
+        std::mem::swap(&mut x, &mut next);
+        x.resize(rows * stride, 0.0);
         for (dst, src) in x
             .chunks_exact_mut(stride)
             .zip(buf.local.chunks_exact(channels))
@@ -425,6 +455,7 @@ pub(super) fn forward(encoder: &CamppEncoder, feats: &Tensor) -> candle_core::Re
         }
     }
     bn_relu(&encoder.out_norm.affine, &x, stride, rows, &mut buf.normed);
+    (buf.x, buf.next) = (x, next);
     // Statistics pooling per item (f64 sums), then the dense layer.
     let mut stats = vec![0f32; batch * 2 * channels];
     for (item, out) in stats.chunks_exact_mut(2 * channels).enumerate() {
