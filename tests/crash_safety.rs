@@ -402,12 +402,7 @@ async fn read_artist(clients: &mut Clients, artist: &str) -> Option<ArtistState>
 
 /// Reopens the registry file in process and cross-checks it; returns its version.
 fn verify_in_process(data: &Path, model: &ModelId) -> u64 {
-    let dim = vocalguard::encoder::source::builtin_cards()
-        .unwrap()
-        .into_iter()
-        .find(|c| c.name == model.name)
-        .map(|c| c.embedding_dim)
-        .expect("the server runs a built-in model");
+    let dim = common::builtin_dim(model);
     let registry = Registry::open(data, model, dim, EnrollmentPolicy::default())
         .unwrap_or_else(|e| panic!("reopening the registry after the kill: {e}"));
     let verified = registry

@@ -60,7 +60,8 @@ fn verify(url: &str, model: &ModelId) -> vocalguard::registry::consistency::Veri
         url: url.to_string(),
         pool: PoolSettings::default(),
     };
-    let registry = Registry::open_at(&location, model, 256, EnrollmentPolicy::default()).unwrap();
+    let dim = common::builtin_dim(model);
+    let registry = Registry::open_at(&location, model, dim, EnrollmentPolicy::default()).unwrap();
     registry.verify().unwrap()
 }
 

@@ -191,32 +191,13 @@ impl CpuConv {
             let y1 = (y0 + rows_per_tile).min(out_h);
             let cols = (y1 - y0) * out_w;
             self.im2col(x, y0, y1, out_w, &mut scratch.a);
-            // SAFETY: `out` is `c_out × pixels` and the product writes columns
-            // `y0·out_w .. y1·out_w` of it; the weight is `c_out × depth`; `scratch.a` holds
-            // `depth × cols` values, row-major.
-            unsafe {
-                gemm::gemm(
-                    self.c_out,
-                    cols,
-                    depth,
-                    out.as_mut_ptr().add(y0 * out_w),
-                    1,
-                    pixels as isize,
-                    true,
-                    self.weight.as_ptr(),
-                    1,
-                    depth as isize,
-                    scratch.a.as_ptr(),
-                    1,
-                    cols as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism(),
-                );
-            }
+            matmul_add(
+                (self.c_out, cols, depth),
+                &mut out[y0 * out_w..],
+                pixels,
+                (&self.weight, depth),
+                (&scratch.a, cols),
+            );
         }
     }
 

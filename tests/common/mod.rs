@@ -164,3 +164,13 @@ pub fn raw_wav(
     out.extend_from_slice(data);
     out
 }
+
+/// Embedding size of the built-in model a server reported.
+pub fn builtin_dim(model: &vocalguard::encoder::ModelId) -> usize {
+    vocalguard::encoder::source::builtin_cards()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == model.name)
+        .map(|c| c.embedding_dim)
+        .expect("the server runs a built-in model")
+}
