@@ -6,3 +6,4 @@
 
 pub mod asnorm;
 pub mod calibration;
+pub mod normal;
