@@ -218,9 +218,24 @@ pub struct CalibrateArgs {
     /// Prior probability of a target that the logistic calibration is weighted for.
     #[arg(long, default_value_t = 0.01, value_name = "P")]
     p_target: f64,
+    /// `logistic` (prior-weighted logistic regression; needs target and non-target scores
+    /// that overlap) or `gaussian` (two Gaussians with a shared variance; its threshold is
+    /// read from the non-target Gaussian, so rates below one over the number of non-target
+    /// scores can be stated).
+    #[arg(long, value_enum, default_value_t = CalibrationMethod::Logistic)]
+    method: CalibrationMethod,
     /// Where to write the calibration (JSON; `calibration = "FILE"` in the server configuration).
     #[arg(long, default_value = "calibration.json", value_name = "FILE")]
     out: PathBuf,
+}
+
+/// The `--method` of `vocalguard calibrate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CalibrationMethod {
+    /// Prior-weighted logistic regression.
+    Logistic,
+    /// Shared-variance Gaussians.
+    Gaussian,
 }
 
 /// Scores of a score file: targets, non-targets, and the model (name, weights hash) its header
@@ -273,8 +288,11 @@ pub fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
     let text =
         std::fs::read_to_string(&args.scores).with_context(|| format!("reading {origin}"))?;
     let (targets, nontargets, model) = read_scores(&text, &origin)?;
-    let mut calibration =
-        Calibration::fit(&targets, &nontargets, args.p_target, args.target_fa_rate)?;
+    let fit = match args.method {
+        CalibrationMethod::Logistic => Calibration::fit,
+        CalibrationMethod::Gaussian => Calibration::fit_gaussian,
+    };
+    let mut calibration = fit(&targets, &nontargets, args.p_target, args.target_fa_rate)?;
     if let Some((name, sha)) = model {
         calibration.model = name;
         calibration.model_sha256 = sha;

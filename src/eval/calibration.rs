@@ -25,6 +25,17 @@
 //! overlap (every target `>=` every non-target, or `<=`) have no finite optimum — the slope
 //! would grow without bound — and are refused with [`FitError::Separated`].
 //!
+//! # Gaussian calibration
+//!
+//! Scores that separate the classes completely (a strong model on clean speech) have no
+//! logistic optimum. [`Calibration::fit_gaussian`] models each class as a Gaussian with their
+//! pooled (within-class) variance `σ²`, which gives the affine LLR
+//! `llr(s) = (μ_t − μ_n)/σ² · (s − (μ_t + μ_n)/2)`, finite for any scores. Its threshold is
+//! read from the Gaussian model of the non-target scores alone (their own mean and standard
+//! deviation) at the target false-alarm rate, so that rates far below one over the number of
+//! non-target trials can be stated; the empirical rates at that threshold are reported beside
+//! it.
+//!
 //! # Threshold
 //!
 //! [`threshold_at_fa`] picks the decision threshold on raw scores (accept when
@@ -32,7 +43,7 @@
 //! non-target scores.
 
 use super::metrics::{check_scores, MetricsError};
-use crate::scoring::calibration::Calibration;
+use crate::scoring::calibration::{Calibration, Method};
 
 /// Gradient magnitude (per component, standardised scores) at which the fit has converged.
 const GRADIENT_TOLERANCE: f64 = 1e-12;
@@ -62,7 +73,7 @@ pub enum FitError {
     #[error(
         "target scores [{min_target}, {max_target}] and nontarget scores [{min_nontarget}, \
          {max_nontarget}] do not overlap, so logistic calibration has no finite solution; \
-         fit on more trials"
+         fit on more trials, or use the Gaussian calibration (`--method gaussian`)"
     )]
     Separated {
         min_target: f64,
@@ -70,6 +81,11 @@ pub enum FitError {
         min_nontarget: f64,
         max_nontarget: f64,
     },
+    #[error(
+        "the scores of a class are all equal, so a Gaussian calibration has no variance to \
+         model"
+    )]
+    NoSpread,
     #[error(
         "logistic calibration did not converge in {iterations} iterations (gradient {gradient:e})"
     )]
@@ -103,7 +119,11 @@ impl Calibration {
         }
         let (slope, offset) = logistic_fit(targets, nontargets, p_target)?;
         let threshold = threshold_at_fa(nontargets, target_fa_rate);
+        let (nontarget_mean, nontarget_sd) = mean_sd(nontargets);
         Ok(Self {
+            method: Method::Logistic,
+            nontarget_mean: Some(nontarget_mean),
+            nontarget_sd: (nontarget_sd > 0.0).then_some(nontarget_sd),
             slope,
             offset,
             p_target,
@@ -117,6 +137,65 @@ impl Calibration {
             model_sha256: String::new(),
         })
     }
+}
+
+impl Calibration {
+    /// Fits the shared-variance Gaussian calibration and reads its threshold at
+    /// `target_fa_rate` from the Gaussian non-target model (see the module docs). `p_target` is
+    /// recorded for the DCF it is read with; `model` and `model_sha256` are left empty.
+    pub fn fit_gaussian(
+        targets: &[f64],
+        nontargets: &[f64],
+        p_target: f64,
+        target_fa_rate: f64,
+    ) -> Result<Self, FitError> {
+        check_scores(targets, nontargets)?;
+        if !(p_target > 0.0 && p_target < 1.0) {
+            return Err(FitError::InvalidPTarget(p_target));
+        }
+        if !(target_fa_rate > 0.0 && target_fa_rate < 1.0) {
+            return Err(FitError::InvalidFaRate(target_fa_rate));
+        }
+        let (mean_t, sd_t) = mean_sd(targets);
+        let (mean_n, sd_n) = mean_sd(nontargets);
+        let (n_t, n_n) = (targets.len() as f64, nontargets.len() as f64);
+        let pooled = (n_t * sd_t * sd_t + n_n * sd_n * sd_n) / (n_t + n_n);
+        if !(pooled > 0.0 && sd_n > 0.0) {
+            return Err(FitError::NoSpread);
+        }
+        let slope = (mean_t - mean_n) / pooled;
+        let offset = -slope * (mean_t + mean_n) / 2.0;
+        let mut c = Self {
+            method: Method::Gaussian,
+            slope,
+            offset,
+            p_target,
+            threshold: 0.0,
+            target_fa_rate,
+            fa_rate: 0.0,
+            miss_rate: 0.0,
+            nontarget_mean: Some(mean_n),
+            nontarget_sd: Some(sd_n),
+            n_target: targets.len(),
+            n_nontarget: nontargets.len(),
+            model: String::new(),
+            model_sha256: String::new(),
+        };
+        c.threshold = c
+            .score_at_false_alarm(target_fa_rate)
+            .expect("the non-target model was just set");
+        c.fa_rate = share(nontargets, |s| s >= c.threshold);
+        c.miss_rate = share(targets, |s| s < c.threshold);
+        Ok(c)
+    }
+}
+
+/// Mean and population standard deviation of non-empty scores.
+fn mean_sd(scores: &[f64]) -> (f64, f64) {
+    let n = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let var = scores.iter().map(|s| (s - mean) * (s - mean)).sum::<f64>() / n;
+    (mean, var.sqrt())
 }
 
 /// The lowest threshold θ on the given scores (one of the non-target scores, or the next float
@@ -385,6 +464,27 @@ mod tests {
             assert!(matches!(e, FitError::Separated { .. }), "{e}");
             assert!(e.to_string().contains("do not overlap"), "{e}");
         }
+    }
+
+    #[test]
+    fn gaussian_fit_gives_the_theoretical_llr_and_a_tail_threshold() {
+        // N(2, 1) vs N(0, 1): LLR 2s − 2; the 1e-3 upper tail of N(0, 1) is at 3.090.
+        let (t, n) = gaussians();
+        let c = Calibration::fit_gaussian(&t, &n, 0.01, 1e-3).unwrap();
+        assert_eq!(c.method, Method::Gaussian);
+        assert!((c.slope - 2.0).abs() < 0.1, "{c:?}");
+        assert!((c.offset + 2.0).abs() < 0.1, "{c:?}");
+        assert!((c.threshold - 3.090).abs() < 0.05, "{c:?}");
+        assert!(c.fa_rate < 2e-3 && c.miss_rate > 0.8, "{c:?}");
+        let at = c.false_alarm_at(c.threshold).unwrap();
+        assert!((at - 1e-3).abs() < 1e-9, "{at}");
+        // Scores the logistic fit refuses (no overlap) still calibrate.
+        let c = Calibration::fit_gaussian(&[0.8, 0.9, 0.7], &[0.1, 0.2, 0.0, 0.3], 0.5, 1e-4)
+            .unwrap();
+        assert!(c.slope > 0.0 && c.llr(0.8) > 0.0 && c.llr(0.15) < 0.0, "{c:?}");
+        assert!(c.threshold > 0.3 && c.fa_rate == 0.0, "{c:?}");
+        let e = Calibration::fit_gaussian(&[0.8, 0.9], &[0.1, 0.1], 0.5, 1e-4).unwrap_err();
+        assert!(matches!(e, FitError::NoSpread), "{e}");
     }
 
     #[test]

@@ -42,8 +42,6 @@ pub struct ScreeningConfig {
     pub hop_s: f64,
     /// Voiceprints retrieved per window from the search index.
     pub top_k: usize,
-    /// Matching windows an artist needs (fewer when the track has fewer windows).
-    pub min_matching_windows: usize,
     /// A track whose mean sample (DC offset, full scale 1.0) exceeds this in magnitude is
     /// screened a second time with the offset removed, and the more severe verdict stands: the
     /// encoder, like its reference, sees DC, and an added offset can hide a voice.
@@ -60,7 +58,6 @@ impl Default for ScreeningConfig {
             window_s: 3.1,
             hop_s: 1.5,
             top_k: 10,
-            min_matching_windows: 2,
             dc_offset_rescreen: 0.01,
         }
     }
@@ -98,8 +95,8 @@ impl ScreeningConfig {
         if self.dc_offset_rescreen.is_nan() || self.dc_offset_rescreen < 0.0 {
             return Err("dc_offset_rescreen must not be negative".into());
         }
-        if self.top_k == 0 || self.min_matching_windows == 0 {
-            return Err("top_k and min_matching_windows must be at least 1".into());
+        if self.top_k == 0 {
+            return Err("top_k must be at least 1".into());
         }
         Ok(())
     }
