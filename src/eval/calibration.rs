@@ -479,9 +479,12 @@ mod tests {
         let at = c.false_alarm_at(c.threshold).unwrap();
         assert!((at - 1e-3).abs() < 1e-9, "{at}");
         // Scores the logistic fit refuses (no overlap) still calibrate.
-        let c = Calibration::fit_gaussian(&[0.8, 0.9, 0.7], &[0.1, 0.2, 0.0, 0.3], 0.5, 1e-4)
-            .unwrap();
-        assert!(c.slope > 0.0 && c.llr(0.8) > 0.0 && c.llr(0.15) < 0.0, "{c:?}");
+        let c =
+            Calibration::fit_gaussian(&[0.8, 0.9, 0.7], &[0.1, 0.2, 0.0, 0.3], 0.5, 1e-4).unwrap();
+        assert!(
+            c.slope > 0.0 && c.llr(0.8) > 0.0 && c.llr(0.15) < 0.0,
+            "{c:?}"
+        );
         assert!(c.threshold > 0.3 && c.fa_rate == 0.0, "{c:?}");
         let e = Calibration::fit_gaussian(&[0.8, 0.9], &[0.1, 0.1], 0.5, 1e-4).unwrap_err();
         assert!(matches!(e, FitError::NoSpread), "{e}");
