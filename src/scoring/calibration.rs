@@ -140,7 +140,7 @@ impl Calibration {
             }
         }
         if let Some(sd) = c.nontarget_sd {
-            if !(sd > 0.0 && sd.is_finite()) || !c.nontarget_mean.is_some_and(f64::is_finite) {
+            if !(sd > 0.0 && sd.is_finite() && c.nontarget_mean.is_some_and(f64::is_finite)) {
                 return Err(invalid(format!(
                     "the non-target model needs a finite nontarget_mean and a positive nontarget_sd, got {:?} and {sd}",
                     c.nontarget_mean
