@@ -116,7 +116,7 @@ fn registry_alone(location: &StoreLocation) -> (f64, f64, f64, f64) {
                                     &format!("a{a}"),
                                     VoiceprintLabel::Singing,
                                     "",
-                                    &embedding(v),
+                                    &[embedding(v)],
                                 )
                                 .unwrap();
                         }
@@ -184,7 +184,7 @@ fn sync_delay(url: &str, n: usize) -> Vec<Duration> {
                 "sync",
                 VoiceprintLabel::Singing,
                 "",
-                &embedding(v),
+                &[embedding(v)],
             )
             .unwrap()
             .version;

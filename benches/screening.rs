@@ -252,7 +252,7 @@ fn enroll_in_process(pipeline: &Pipeline, speakers: &[Speaker]) -> Vec<Vec<PathB
                     &speaker.id,
                     VoiceprintLabel::Speaking,
                     &description,
-                    &embedding,
+                    std::slice::from_ref(&embedding),
                 ) {
                     Ok(_) => enrolled.push(path.clone()),
                     Err(

@@ -76,7 +76,7 @@ fn exercise(registry: &Registry) {
             "ana",
             VoiceprintLabel::Singing,
             "ref 1",
-            &embedding(1, 0.01),
+            &[embedding(1, 0.01)],
         )
         .unwrap();
     registry
@@ -85,11 +85,17 @@ fn exercise(registry: &Registry) {
             "ana",
             VoiceprintLabel::Speaking,
             "ref 2",
-            &embedding(1, 0.02),
+            &[embedding(1, 0.02)],
         )
         .unwrap();
     assert!(matches!(
-        registry.enroll(&o, "ana", VoiceprintLabel::Other, "far", &embedding(7, 0.0)),
+        registry.enroll(
+            &o,
+            "ana",
+            VoiceprintLabel::Other,
+            "far",
+            &[embedding(7, 0.0)]
+        ),
         Err(RegistryError::Inconsistent { .. })
     ));
     assert!(matches!(
@@ -98,7 +104,7 @@ fn exercise(registry: &Registry) {
             "bo",
             VoiceprintLabel::Other,
             "look-alike",
-            &embedding(1, 0.015)
+            &[embedding(1, 0.015)]
         ),
         Err(RegistryError::Collision { .. })
     ));
@@ -108,7 +114,7 @@ fn exercise(registry: &Registry) {
             "nobody",
             VoiceprintLabel::Other,
             "x",
-            &embedding(3, 0.0)
+            &[embedding(3, 0.0)]
         ),
         Err(RegistryError::NotFound { .. })
     ));
@@ -118,7 +124,7 @@ fn exercise(registry: &Registry) {
             "bo",
             VoiceprintLabel::Speaking,
             "bo",
-            &embedding(2, 0.0),
+            &[embedding(2, 0.0)],
         )
         .unwrap();
     registry.grant(&o, "ana", "label-1", "contract").unwrap();
@@ -188,9 +194,21 @@ fn replicas_follow_each_other_and_check_enrollments_against_each_other() {
     b.create_artist(&o, "bo", "Bo").unwrap();
     // B has not heard of A's voiceprint (no follower yet): its checks run, the version moved
     // under them, and after catching up the collision with Ana is found.
-    a.enroll(&o, "ana", VoiceprintLabel::Singing, "", &embedding(1, 0.0))
-        .unwrap();
-    let refused = b.enroll(&o, "bo", VoiceprintLabel::Singing, "", &embedding(1, 0.001));
+    a.enroll(
+        &o,
+        "ana",
+        VoiceprintLabel::Singing,
+        "",
+        &[embedding(1, 0.0)],
+    )
+    .unwrap();
+    let refused = b.enroll(
+        &o,
+        "bo",
+        VoiceprintLabel::Singing,
+        "",
+        &[embedding(1, 0.001)],
+    );
     assert!(
         matches!(&refused, Err(RegistryError::Collision { other_artist_id, .. }) if other_artist_id == "ana"),
         "{refused:?}"
@@ -218,7 +236,7 @@ fn replicas_follow_each_other_and_check_enrollments_against_each_other() {
                 "ana",
                 VoiceprintLabel::Singing,
                 &format!("{i}"),
-                &embedding(1, 0.001 * i as f32),
+                &[embedding(1, 0.001 * i as f32)],
             )
             .unwrap();
         delays.push(wait_for(&b, enrolled.version));
@@ -253,7 +271,7 @@ fn replicas_follow_each_other_and_check_enrollments_against_each_other() {
             "ana",
             VoiceprintLabel::Singing,
             "after",
-            &embedding(1, 0.05),
+            &[embedding(1, 0.05)],
         ) {
             Ok(e) => break e,
             Err(RegistryError::Unavailable(_)) => std::thread::sleep(Duration::from_millis(20)),
@@ -294,8 +312,14 @@ fn a_replica_answers_with_the_artists_and_grants_other_replicas_made() {
     b.follow(|_| {}).unwrap();
     let o = me();
     a.create_artist(&o, "ana", "Ana").unwrap();
-    a.enroll(&o, "ana", VoiceprintLabel::Singing, "", &embedding(0, 0.0))
-        .unwrap();
+    a.enroll(
+        &o,
+        "ana",
+        VoiceprintLabel::Singing,
+        "",
+        &[embedding(0, 0.0)],
+    )
+    .unwrap();
     a.create_artist(&o, "bo", "Bo").unwrap();
     a.grant(&o, "ana", "label", "").unwrap();
     let granted = a.version();
@@ -455,7 +479,7 @@ fn export_and_import_move_a_registry_between_stores_without_loss() {
                 "cy",
                 VoiceprintLabel::Other,
                 "tab\there \"quoted\"",
-                &odd,
+                std::slice::from_ref(&odd),
             )
             .unwrap();
     }

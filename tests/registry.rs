@@ -6,7 +6,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::grpc::{enroll_first, flac_files, test_other_speakers, wav_bytes, Clients};
+use common::grpc::{
+    enroll_first, enroll_set_messages, flac_files, speech_clip, test_other_speakers, wav_bytes,
+    Clients,
+};
 use common::server::ServerProcess;
 use tonic::Code;
 use vocalguard::proto::*;
@@ -92,6 +95,129 @@ async fn enrollment_refuses_short_inconsistent_and_colliding_references() {
     assert_eq!(
         accepted.context.unwrap().model,
         vocalguard::encoder::source::DEFAULT_MODEL
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_short_references_protect_a_voice_none_of_them_could_alone() {
+    let Some(root) = common::librispeech_mini() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    let mut c = Clients::connect(&server.url()).await;
+    let (speaker, files) = test_other_speakers(&root).remove(4);
+    c.create_artist("short-clips", &format!("Speaker {speaker}"))
+        .await;
+    // 2 s from each of three utterances: each alone is under the 4 s minimum.
+    let clips: Vec<Vec<u8>> = files[..3]
+        .iter()
+        .map(|f| speech_clip(std::slice::from_ref(f), 2.0))
+        .collect();
+
+    let alone = c.enroll_bytes("short-clips", &clips[0]).await.unwrap_err();
+    assert_eq!(alone.code(), Code::FailedPrecondition);
+    assert!(
+        alone.message().contains("the reference has") && alone.message().contains("s more"),
+        "{}",
+        alone.message()
+    );
+    let two_short: Vec<Vec<u8>> = clips[..2]
+        .iter()
+        .map(|_| speech_clip(&files[..1], 1.0))
+        .collect();
+    let pair = c
+        .enroll_references("short-clips", &two_short)
+        .await
+        .unwrap_err();
+    assert_eq!(pair.code(), Code::FailedPrecondition);
+    assert!(
+        pair.message().contains("the 2 references have")
+            && pair.message().contains("in total")
+            && pair.message().contains("s more"),
+        "{}",
+        pair.message()
+    );
+
+    let mut trailing = enroll_set_messages("short-clips", &clips[..1]);
+    trailing.push(EnrollVoiceprintRequest {
+        part: Some(enroll_voiceprint_request::Part::NextReference(
+            NextReference {},
+        )),
+    });
+    let cut = c
+        .registry
+        .enroll_voiceprint(tokio_stream::iter(trailing))
+        .await
+        .unwrap_err();
+    assert_eq!(cut.code(), Code::InvalidArgument);
+    assert!(cut.message().contains("reference 2"), "{}", cut.message());
+
+    let mut with_noise = clips.clone();
+    with_noise.insert(1, b"not audio at all".to_vec());
+    let bad = c
+        .enroll_references("short-clips", &with_noise)
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{}", bad.message());
+    assert!(
+        bad.message().starts_with("reference 2 of 4:"),
+        "{}",
+        bad.message()
+    );
+
+    let enrolled = c.enroll_references("short-clips", &clips).await.unwrap();
+    assert_eq!(enrolled.references, 3);
+    assert!(enrolled.reference_agreement_score.is_some());
+    let vp = enrolled.voiceprint.unwrap();
+    assert!(vp.voiced_s >= 4.0 && vp.voiced_s <= 6.0, "{}", vp.voiced_s);
+    let listed = c
+        .registry
+        .list_voiceprints(ListVoiceprintsRequest {
+            artist_id: "short-clips".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.voiceprints.len(), 1, "one pooled voiceprint");
+
+    let held_out = c.screen(&files[5], "someone-else").await;
+    assert_eq!(
+        common::grpc::decision(&held_out),
+        "DECISION_UNAUTHORIZED_MATCH"
+    );
+    assert_eq!(held_out.matches[0].artist_id, "short-clips");
+
+    // The command-line client sends several files in one enrollment.
+    let dir = tempfile::tempdir().unwrap();
+    let (other, other_files) = test_other_speakers(&root).remove(6);
+    let paths: Vec<String> = other_files[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let path = dir.path().join(format!("clip-{i}.wav"));
+            std::fs::write(&path, speech_clip(std::slice::from_ref(f), 2.0)).unwrap();
+            path.to_string_lossy().into_owned()
+        })
+        .collect();
+    c.create_artist("cli-clips", &format!("Speaker {other}"))
+        .await;
+    let out = vocalguard()
+        .args(["enroll", "--artist", "cli-clips"])
+        .args(&paths)
+        .args(["--server", &server.url(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["references"], 3, "{reply}");
+    assert_eq!(
+        reply["voiceprint"]["description"],
+        "clip-0.wav, clip-1.wav, clip-2.wav"
     );
 }
 

@@ -21,6 +21,7 @@ use vocalguard::audio::{decode_to_16k_mono, DecodeLimits};
 use vocalguard::embed::Embedder;
 use vocalguard::encoder::{ResolveOptions, SpeakerModel};
 use vocalguard::proto::{EnrollVoiceprintRequest, ScreenRequest};
+use vocalguard::registry::references::MAX_REFERENCES;
 use vocalguard::server::convert;
 use vocalguard::server::request::{parse_grpc_timeout, UploadMessage, UploadParser};
 
@@ -99,7 +100,7 @@ fn parse<R: UploadMessage + Message + Default>(
     mut framed: &[u8],
     max_bytes: u64,
 ) -> Option<R::Metadata> {
-    let mut parser = UploadParser::new(max_bytes);
+    let mut parser = UploadParser::with_files(max_bytes, MAX_REFERENCES);
     while let [lo, hi, rest @ ..] = framed {
         let len = usize::from(u16::from_le_bytes([*lo, *hi])).min(rest.len());
         let (body, next) = rest.split_at(len);
@@ -108,10 +109,17 @@ fn parse<R: UploadMessage + Message + Default>(
         let message = R::decode(body).ok()?;
         parser.push(message.into_part()).ok()?;
     }
-    let (metadata, audio) = parser.finish().ok()?;
-    assert!(!audio.is_empty(), "an accepted upload has audio");
+    let (metadata, files) = parser.finish().ok()?;
     assert!(
-        audio.len() as u64 <= max_bytes,
+        (1..=MAX_REFERENCES).contains(&files.len()),
+        "an accepted upload has between one and the most files"
+    );
+    assert!(
+        files.iter().all(|f| !f.is_empty()),
+        "every file of an accepted upload has audio"
+    );
+    assert!(
+        files.iter().map(|f| f.len() as u64).sum::<u64>() <= max_bytes,
         "an accepted upload is within the limit"
     );
     Some(metadata)

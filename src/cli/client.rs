@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -16,6 +16,7 @@ use tonic::Status;
 use crate::proto::registry_service_client::RegistryServiceClient;
 use crate::proto::screening_service_client::ScreeningServiceClient;
 use crate::proto::*;
+use crate::registry::references::MAX_REFERENCES;
 
 /// Bytes per streamed audio chunk.
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -323,15 +324,19 @@ pub enum Label {
 /// `vocalguard enroll`.
 #[derive(Debug, Args)]
 pub struct EnrollArgs {
-    /// The reference recording.
-    file: PathBuf,
+    /// The reference recordings of one voice (up to 16). They are pooled into one voiceprint
+    /// and the server's minimum voiced duration applies to their total, so several short
+    /// clips can protect a voice that no single clip could.
+    #[arg(required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
     /// The artist it belongs to.
     #[arg(long)]
     artist: String,
     /// What the recording holds.
     #[arg(long, value_enum, default_value_t = Label::Speaking)]
     label: Label,
-    /// Free text kept with the voiceprint [default: the file's name].
+    /// Free text kept with the voiceprint, at most 256 characters [default: the files'
+    /// names].
     #[arg(long)]
     description: Option<String>,
     #[command(flatten)]
@@ -342,16 +347,45 @@ fn read_audio(path: &PathBuf) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// Most characters of a voiceprint's description the server keeps.
+const MAX_DESCRIPTION_CHARS: usize = 256;
+
+/// The files' names joined with ", ", cut to `max_chars` characters (ending in "…" when cut).
+fn file_names(files: &[PathBuf], max_chars: usize) -> String {
+    let joined = files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if joined.chars().count() <= max_chars {
+        return joined;
+    }
+    let mut cut: String = joined.chars().take(max_chars - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// Runs `vocalguard enroll`.
 pub fn enroll(args: EnrollArgs) -> Result<ExitCode> {
     let rt = runtime()?;
-    let bytes = read_audio(&args.file)?;
-    let description = args.description.unwrap_or_else(|| {
-        args.file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
+    if args.files.len() > MAX_REFERENCES {
+        bail!(
+            "{} reference files given; one enrollment takes at most {MAX_REFERENCES}",
+            args.files.len()
+        );
+    }
+    let files = args
+        .files
+        .iter()
+        .map(read_audio)
+        .collect::<Result<Vec<_>>>()?;
+    let description = args
+        .description
+        .unwrap_or_else(|| file_names(&args.files, MAX_DESCRIPTION_CHARS));
     let label = match args.label {
         Label::Speaking => VoiceprintLabel::Speaking,
         Label::Singing => VoiceprintLabel::Singing,
@@ -364,11 +398,20 @@ pub fn enroll(args: EnrollArgs) -> Result<ExitCode> {
             description,
         })),
     }];
-    messages.extend(bytes.chunks(CHUNK_BYTES).map(|c| EnrollVoiceprintRequest {
-        part: Some(enroll_voiceprint_request::Part::Chunk(AudioChunk {
-            data: c.to_vec(),
-        })),
-    }));
+    for (i, bytes) in files.iter().enumerate() {
+        if i > 0 {
+            messages.push(EnrollVoiceprintRequest {
+                part: Some(enroll_voiceprint_request::Part::NextReference(
+                    NextReference {},
+                )),
+            });
+        }
+        messages.extend(bytes.chunks(CHUNK_BYTES).map(|c| EnrollVoiceprintRequest {
+            part: Some(enroll_voiceprint_request::Part::Chunk(AudioChunk {
+                data: c.to_vec(),
+            })),
+        }));
+    }
     let reply = rt
         .block_on(
             args.conn
@@ -380,9 +423,16 @@ pub fn enroll(args: EnrollArgs) -> Result<ExitCode> {
     args.conn.print(&reply, |r| {
         let vp = r.voiceprint.clone().unwrap_or_default();
         let mut line = format!(
-            "enrolled {} for {} ({:.1} s voiced)",
+            "enrolled {} for {} ({:.1} s voiced",
             vp.voiceprint_id, vp.artist_id, vp.voiced_s
         );
+        if r.references > 1 {
+            line.push_str(&format!(" in {} references", r.references));
+        }
+        line.push(')');
+        if let Some(s) = r.reference_agreement_score {
+            line.push_str(&format!(", references agree at {s:.3} or more"));
+        }
         if let Some(s) = r.consistency_score {
             line.push_str(&format!(", consistency {s:.3}"));
         }

@@ -50,7 +50,7 @@ enum Command {
     /// Create, show, list or delete protected artists on a running server.
     #[command(subcommand)]
     Artist(client::ArtistCommand),
-    /// Enroll a reference recording as a voiceprint of an artist.
+    /// Enroll one or more reference recordings of a voice as one voiceprint of an artist.
     Enroll(client::EnrollArgs),
     /// List or delete an artist's voiceprints.
     #[command(subcommand)]

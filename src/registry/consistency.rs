@@ -192,7 +192,7 @@ mod tests {
         for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
             registry.create_artist(&me(), id, id).unwrap();
             registry
-                .enroll(&me(), id, VoiceprintLabel::Speaking, "", &axis(i))
+                .enroll(&me(), id, VoiceprintLabel::Speaking, "", &[axis(i)])
                 .unwrap();
             registry.grant(&me(), id, "label", "").unwrap();
         }
@@ -221,7 +221,7 @@ mod tests {
         let registry = open(dir.path());
         registry.create_artist(&me(), "a", "A").unwrap();
         let vp = registry
-            .enroll(&me(), "a", VoiceprintLabel::Speaking, "", &axis(0))
+            .enroll(&me(), "a", VoiceprintLabel::Speaking, "", &[axis(0)])
             .unwrap()
             .voiceprint;
         drop(registry);
@@ -254,7 +254,7 @@ mod tests {
         let registry = open(dir.path());
         registry.create_artist(&me(), "a", "A").unwrap();
         let vp = registry
-            .enroll(&me(), "a", VoiceprintLabel::Speaking, "", &axis(0))
+            .enroll(&me(), "a", VoiceprintLabel::Speaking, "", &[axis(0)])
             .unwrap()
             .voiceprint;
         let contents = registry.store().contents().unwrap();

@@ -14,6 +14,7 @@ pub mod index;
 mod mirror;
 pub mod postgres;
 mod purge;
+pub mod references;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -269,21 +270,33 @@ impl Registry {
         Ok((counts, version))
     }
 
-    /// Checks `embedding` of a reference against the policy and stores it as a new voiceprint
-    /// of `artist_id`.
+    /// Checks the embeddings of one or more reference recordings of a voice against the
+    /// policy as a set (their total voiced audio, their agreement with each other, then the
+    /// pool's consistency with the artist's voiceprints and collision with other artists) and
+    /// stores their pool as a new voiceprint of `artist_id`.
     pub fn enroll(
         &self,
         origin: &Origin,
         artist_id: &str,
         label: VoiceprintLabel,
         description: &str,
-        embedding: &Embedding,
+        references: &[Embedding],
     ) -> Result<Enrolled, RegistryError> {
         if description.chars().count() > MAX_TEXT {
             return Err(RegistryError::Invalid(format!(
                 "description must be at most {MAX_TEXT} characters"
             )));
         }
+        if references.len() > references::MAX_REFERENCES {
+            return Err(RegistryError::Invalid(format!(
+                "{} references given; one enrollment takes at most {}",
+                references.len(),
+                references::MAX_REFERENCES
+            )));
+        }
+        let embedding = references::pool_references(references).ok_or_else(|| {
+            RegistryError::Invalid("an enrollment needs at least one reference".into())
+        })?;
         let w = self.mirror.lock_writer();
         self.store()
             .artist(artist_id)?
@@ -295,7 +308,19 @@ impl Registry {
             return Err(RegistryError::TooLittleVoice {
                 voiced_s: embedding.voiced_s,
                 min_s: self.policy.min_voiced_s,
+                references: references.len(),
             });
+        }
+        let reference_agreement = references::weakest_reference(references);
+        if let Some((index, score)) = reference_agreement {
+            if f64::from(score) < self.policy.consistency_threshold {
+                return Err(RegistryError::ReferencesDisagree {
+                    index,
+                    references: references.len(),
+                    score,
+                    threshold: self.policy.consistency_threshold,
+                });
+            }
         }
         let voiceprint = Voiceprint {
             voiceprint_id: format!("vp-{}", random_hex(8)),
@@ -324,6 +349,8 @@ impl Registry {
                         voiceprint,
                         consistency_score,
                         nearest_other,
+                        references: references.len(),
+                        reference_agreement: reference_agreement.map(|(_, score)| score),
                         version,
                     });
                 }

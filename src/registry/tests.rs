@@ -73,7 +73,7 @@ fn every_change_appends_one_event_in_its_transaction_and_refusals_none() {
             "a",
             VoiceprintLabel::Singing,
             "",
-            &embedding(0, 0.01),
+            &[embedding(0, 0.01)],
         )
         .unwrap()
         .voiceprint
@@ -93,7 +93,7 @@ fn every_change_appends_one_event_in_its_transaction_and_refusals_none() {
             "b",
             VoiceprintLabel::Speaking,
             "",
-            &embedding(0, 0.02)
+            &[embedding(0, 0.02)]
         )
         .is_err());
     assert_eq!(
@@ -248,10 +248,22 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
         registry.create_artist(&o, "a", "A").unwrap();
         registry.create_artist(&o, "b", "B").unwrap();
         registry
-            .enroll(&o, "a", VoiceprintLabel::Speaking, "", &kept)
+            .enroll(
+                &o,
+                "a",
+                VoiceprintLabel::Speaking,
+                "",
+                std::slice::from_ref(&kept),
+            )
             .unwrap();
         doomed_id = registry
-            .enroll(&o, "b", VoiceprintLabel::Speaking, "", &doomed)
+            .enroll(
+                &o,
+                "b",
+                VoiceprintLabel::Speaking,
+                "",
+                std::slice::from_ref(&doomed),
+            )
             .unwrap()
             .voiceprint
             .voiceprint_id;
@@ -391,7 +403,7 @@ fn enroll_artists(registry: &Registry, o: &Origin, n: usize) {
                 &artist,
                 VoiceprintLabel::Speaking,
                 "",
-                &embedding(a, 0.01),
+                &[embedding(a, 0.01)],
             )
             .unwrap();
     }
@@ -422,7 +434,7 @@ fn a_rebuild_keeps_the_changes_made_while_it_was_built() {
             "late",
             VoiceprintLabel::Speaking,
             "",
-            &embedding(10, 0.02),
+            &[embedding(10, 0.02)],
         )
         .unwrap();
     let doomed = registry.voiceprints("a1").unwrap()[0].voiceprint_id.clone();
@@ -507,7 +519,7 @@ fn create_a(registry: &Registry, admin: &Origin) {
             "a",
             VoiceprintLabel::Singing,
             "",
-            &embedding(0, 0.01),
+            &[embedding(0, 0.01)],
         )
         .unwrap();
 }
@@ -605,4 +617,106 @@ fn the_view_follows_artists_and_grants_across_a_reopen() {
     assert!(scored.artists["a"].party_authorized);
     registry.revoke(&admin, "a", "label").unwrap();
     assert!(!score_a(&registry).artists["a"].party_authorized);
+}
+
+/// `embedding` with `voiced_s` seconds of voice.
+fn voiced(axis: usize, nudge: f32, voiced_s: f64) -> Embedding {
+    Embedding {
+        voiced_s,
+        ..embedding(axis, nudge)
+    }
+}
+
+#[test]
+fn several_short_references_enroll_as_one_pooled_voiceprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    let o = origin("admin", "r");
+    registry.create_artist(&o, "a", "Artist A").unwrap();
+    let min = EnrollmentPolicy::default().min_voiced_s;
+    let short = [
+        voiced(0, 0.01, min * 0.4),
+        voiced(0, 0.02, min * 0.4),
+        voiced(0, 0.03, min * 0.4),
+    ];
+    let enrolled = registry
+        .enroll(&o, "a", VoiceprintLabel::Singing, "x", &short)
+        .unwrap();
+    assert_eq!(enrolled.references, 3);
+    assert!(enrolled.reference_agreement.unwrap() > 0.9);
+    assert!((enrolled.voiceprint.voiced_s - min * 1.2).abs() < 1e-9);
+    assert_eq!(registry.voiceprints("a").unwrap().len(), 1);
+
+    let single = registry
+        .enroll(
+            &o,
+            "a",
+            VoiceprintLabel::Singing,
+            "",
+            &[voiced(0, 0.04, min)],
+        )
+        .unwrap();
+    assert_eq!((single.references, single.reference_agreement), (1, None));
+}
+
+#[test]
+fn a_set_short_of_voice_says_how_much_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    let o = origin("admin", "r");
+    registry.create_artist(&o, "a", "Artist A").unwrap();
+    let min = EnrollmentPolicy::default().min_voiced_s;
+    let refused = registry
+        .enroll(
+            &o,
+            "a",
+            VoiceprintLabel::Singing,
+            "",
+            &[voiced(0, 0.01, min / 4.0), voiced(0, 0.02, min / 4.0)],
+        )
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, RegistryError::TooLittleVoice { references: 2, .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains("2 references")
+            && message.contains(&format!("add {:.2} s more", min / 2.0)),
+        "{message}"
+    );
+    assert!(registry.voiceprints("a").unwrap().is_empty());
+}
+
+#[test]
+fn a_reference_of_another_voice_spoils_the_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    let o = origin("admin", "r");
+    registry.create_artist(&o, "a", "Artist A").unwrap();
+    let refused = registry
+        .enroll(
+            &o,
+            "a",
+            VoiceprintLabel::Singing,
+            "",
+            &[embedding(0, 0.01), embedding(5, 0.01), embedding(0, 0.02)],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            RegistryError::ReferencesDisagree {
+                index: 1,
+                references: 3,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().starts_with("reference 2 of 3"),
+        "{refused}"
+    );
+    assert!(registry.voiceprints("a").unwrap().is_empty());
 }

@@ -31,13 +31,27 @@ pub enum RegistryError {
     /// A request field is malformed.
     #[error("{0}")]
     Invalid(String),
-    /// The reference recording holds too little voice.
-    #[error("the reference has {voiced_s:.2} s of voiced audio; at least {min_s:.2} s is needed")]
+    /// The reference recordings hold too little voice in total.
+    #[error("{}", too_little_voice(*.voiced_s, *.min_s, *.references))]
     TooLittleVoice {
-        /// Voiced audio found, seconds.
+        /// Voiced audio found in all the references, seconds.
         voiced_s: f64,
         /// The configured minimum, seconds.
         min_s: f64,
+        /// Reference recordings in the enrollment.
+        references: usize,
+    },
+    /// One of several references does not sound like the others.
+    #[error("reference {} of {references} does not sound like the others: it scores {score:.3} against their pool, below the consistency threshold {threshold:.3}; enroll it separately or leave it out", .index + 1)]
+    ReferencesDisagree {
+        /// The reference, from 0.
+        index: usize,
+        /// Reference recordings in the enrollment.
+        references: usize,
+        /// Its score against the pool of the others.
+        score: f32,
+        /// The configured threshold.
+        threshold: f64,
     },
     /// The reference does not sound like the artist's existing voiceprints.
     #[error("the reference does not match artist '{artist_id}''s existing voiceprints: best score {score:.3} is below the consistency threshold {threshold:.3}")]
@@ -177,6 +191,20 @@ impl Default for EnrollmentPolicy {
     }
 }
 
+/// The refusal message for too little voice: what was found, what is needed, and how much
+/// more to add.
+fn too_little_voice(voiced_s: f64, min_s: f64, references: usize) -> String {
+    let found = if references == 1 {
+        format!("the reference has {voiced_s:.2} s of voiced audio")
+    } else {
+        format!("the {references} references have {voiced_s:.2} s of voiced audio in total")
+    };
+    format!(
+        "{found}; at least {min_s:.2} s is needed: add {:.2} s more (further references of the same voice count toward the total)",
+        (min_s - voiced_s).max(0.01)
+    )
+}
+
 /// What an enrollment stored and the scores it was checked with.
 #[derive(Debug, Clone)]
 pub struct Enrolled {
@@ -186,6 +214,10 @@ pub struct Enrolled {
     pub consistency_score: Option<f32>,
     /// Best other artist and its score, if any other artist has voiceprints.
     pub nearest_other: Option<(String, f32)>,
+    /// Reference recordings pooled into the voiceprint.
+    pub references: usize,
+    /// With several references, the weakest one's score against the pool of the others.
+    pub reference_agreement: Option<f32>,
     /// Registry version after the enrollment.
     pub version: u64,
 }

@@ -18,6 +18,7 @@ pub fn registry_status(e: RegistryError) -> Status {
         RegistryError::AlreadyExists { .. } => Status::already_exists(message),
         RegistryError::Invalid(_) => Status::invalid_argument(message),
         RegistryError::TooLittleVoice { .. }
+        | RegistryError::ReferencesDisagree { .. }
         | RegistryError::Inconsistent { .. }
         | RegistryError::Collision { .. }
         | RegistryError::ModelMismatch { .. } => Status::failed_precondition(message),
@@ -48,6 +49,7 @@ pub fn embed_status(e: EmbedError, min_voiced_s: f64) -> Status {
         EmbedError::NoVoice { duration_s } => Status::failed_precondition(format!(
             "the reference has 0.00 s of voiced audio in {duration_s:.2} s; at least {min_voiced_s:.2} s is needed"
         )),
+        e @ EmbedError::TooShort { .. } => Status::failed_precondition(e.to_string()),
         other => {
             tracing::error!(error = %other, "embedding failure");
             Status::internal(other.to_string())

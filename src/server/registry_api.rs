@@ -5,11 +5,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, embed_status, pool_status, registry_status};
-use super::request::collect_upload;
+use super::request::collect_files;
 use super::Core;
 use crate::audio;
 use crate::proto::registry_service_server::RegistryService;
 use crate::proto::*;
+use crate::registry::references::MAX_REFERENCES;
 use crate::registry::AuditQuery;
 
 /// Most artists or audit events a page may hold.
@@ -133,8 +134,9 @@ impl RegistryService for RegistryApi {
             .call("EnrollVoiceprint", request, |cx, stream| async move {
                 let limits = core.config.limits;
                 let mut permit = core.uploads.admit()?;
-                let (meta, bytes) =
-                    collect_upload(stream, limits.max_upload_bytes, &mut permit).await?;
+                let (meta, files) =
+                    collect_files(stream, limits.max_upload_bytes, MAX_REFERENCES, &mut permit)
+                        .await?;
                 let label = convert::label(meta.label)?;
                 let reg = Arc::clone(&core.registry);
                 let artist_id = meta.artist_id.clone();
@@ -150,23 +152,30 @@ impl RegistryService for RegistryApi {
                     .pool
                     .run(cx.deadline, move || {
                         let _permit = permit;
-                        let audio = audio::decode_to_16k_mono(bytes, None, &decode_limits)
-                            .map_err(convert::audio_status)?;
-                        let prepared = embedder
-                            .prepare_samples(audio.samples)
+                        let count = files.len();
+                        let prepared = files
+                            .into_iter()
+                            .enumerate()
+                            .map(|(index, bytes)| {
+                                let which = |status| name_reference(status, index, count);
+                                let audio = audio::decode_to_16k_mono(bytes, None, &decode_limits)
+                                    .map_err(|e| which(convert::audio_status(e)))?;
+                                embedder
+                                    .prepare_samples(audio.samples)
+                                    .map_err(|e| which(embed_status(e, min_voiced_s)))
+                            })
+                            .collect::<Result<Vec<_>, Status>>()?;
+                        metrics.record_batch(prepared.iter().map(|p| p.n_partials).sum());
+                        let embeddings = embedder
+                            .embed_prepared(&prepared.iter().collect::<Vec<_>>())
                             .map_err(|e| embed_status(e, min_voiced_s))?;
-                        metrics.record_batch(prepared.n_partials);
-                        let embedding = embedder
-                            .embed_prepared(&[&prepared])
-                            .map_err(|e| embed_status(e, min_voiced_s))?
-                            .remove(0);
                         registry
                             .enroll(
                                 &origin,
                                 &meta.artist_id,
                                 label,
                                 &meta.description,
-                                &embedding,
+                                &embeddings,
                             )
                             .map_err(registry_status)
                     })
@@ -177,6 +186,7 @@ impl RegistryService for RegistryApi {
                     artist_id = %enrolled.voiceprint.artist_id,
                     voiceprint_id = %enrolled.voiceprint.voiceprint_id,
                     voiced_s = enrolled.voiceprint.voiced_s,
+                    references = enrolled.references,
                     "voiceprint enrolled"
                 );
                 let (nearest_other_artist_id, nearest_other_artist_score) =
@@ -190,6 +200,8 @@ impl RegistryService for RegistryApi {
                     nearest_other_artist_score,
                     nearest_other_artist_id,
                     context: Some(core.context(enrolled.version)),
+                    references: enrolled.references as u32,
+                    reference_agreement_score: enrolled.reference_agreement,
                 })
             })
             .await
@@ -337,4 +349,15 @@ fn page_limit(page_size: u32) -> usize {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
     }
+}
+
+/// `status` with the reference it is about named first, when the enrollment has several.
+fn name_reference(status: Status, index: usize, count: usize) -> Status {
+    if count == 1 {
+        return status;
+    }
+    Status::new(
+        status.code(),
+        format!("reference {} of {count}: {}", index + 1, status.message()),
+    )
 }

@@ -46,15 +46,18 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// One message of an upload stream: its metadata, or a chunk of audio.
+/// One message of an upload stream: its metadata, a chunk of audio, or the end of one file
+/// of several.
 pub enum Part<M> {
     /// The metadata.
     Metadata(M),
-    /// Audio bytes.
+    /// Audio bytes of the current file.
     Chunk(Vec<u8>),
+    /// The current file is complete; the next chunks start another.
+    NextFile,
 }
 
-/// A streaming request type whose messages are metadata-or-chunk.
+/// A streaming request type whose messages are metadata, chunks or file boundaries.
 pub trait UploadMessage {
     /// The metadata type.
     type Metadata;
@@ -68,6 +71,7 @@ impl UploadMessage for EnrollVoiceprintRequest {
         Some(match self.part? {
             enroll_voiceprint_request::Part::Metadata(m) => Part::Metadata(m),
             enroll_voiceprint_request::Part::Chunk(c) => Part::Chunk(c.data),
+            enroll_voiceprint_request::Part::NextReference(_) => Part::NextFile,
         })
     }
 }
@@ -88,8 +92,8 @@ pub enum UploadError {
     /// The stream ended before any message.
     #[error("empty stream: the first message must carry metadata")]
     EmptyStream,
-    /// An audio chunk came before the metadata.
-    #[error("the first message must carry metadata, not an audio chunk")]
+    /// An audio chunk or a file boundary came before the metadata.
+    #[error("the first message must carry metadata, not an audio chunk or a reference boundary")]
     ChunkBeforeMetadata,
     /// A second metadata message.
     #[error("metadata sent twice: only the first message may carry it")]
@@ -100,6 +104,21 @@ pub enum UploadError {
     /// The stream held metadata but no audio bytes.
     #[error("no audio: the stream held metadata but no audio bytes")]
     NoAudio,
+    /// One file of several held no bytes (a boundary right after the metadata, two in a row,
+    /// or one at the end).
+    #[error("reference {index} of the upload holds no audio bytes: every next_reference must separate two non-empty files")]
+    EmptyFile {
+        /// The file's position, from 1.
+        index: usize,
+    },
+    /// More files than the call takes.
+    #[error(
+        "the upload holds more than {max_files} files: at most {max_files} are taken in one call"
+    )]
+    TooManyFiles {
+        /// The most the call takes.
+        max_files: usize,
+    },
     /// More audio bytes than the server accepts.
     #[error("the upload exceeds the server's limit of {max_bytes} bytes")]
     TooLarge {
@@ -118,22 +137,37 @@ impl From<UploadError> for Status {
 }
 
 /// Reads an upload one message at a time: exactly one metadata message, first, then audio
-/// chunks up to `max_bytes` in all. The first refusal is final.
+/// chunks up to `max_bytes` in all, split into at most `max_files` files by file boundaries.
+/// The first refusal is final.
 #[derive(Debug)]
 pub struct UploadParser<M> {
     max_bytes: u64,
+    max_files: usize,
     metadata: Option<M>,
-    audio: Vec<u8>,
+    received: u64,
+    files: Vec<Vec<u8>>,
 }
 
 impl<M> UploadParser<M> {
-    /// A parser that accepts at most `max_bytes` of audio.
+    /// A parser of one file that accepts at most `max_bytes` of audio.
     pub fn new(max_bytes: u64) -> Self {
+        Self::with_files(max_bytes, 1)
+    }
+
+    /// A parser of up to `max_files` files (at least 1) of at most `max_bytes` in all.
+    pub fn with_files(max_bytes: u64, max_files: usize) -> Self {
         Self {
             max_bytes,
+            max_files: max_files.max(1),
             metadata: None,
-            audio: Vec::new(),
+            received: 0,
+            files: vec![Vec::new()],
         }
+    }
+
+    /// The file being received.
+    fn current(&mut self) -> &mut Vec<u8> {
+        self.files.last_mut().expect("a parser always holds a file")
     }
 
     /// Takes the next message's part (`None` when it carries neither).
@@ -145,38 +179,69 @@ impl<M> UploadParser<M> {
                 Ok(())
             }
             (Some(Part::Metadata(_)), Some(_)) => Err(UploadError::MetadataTwice),
-            (Some(Part::Chunk(_)), None) => Err(UploadError::ChunkBeforeMetadata),
+            (Some(Part::Chunk(_) | Part::NextFile), None) => Err(UploadError::ChunkBeforeMetadata),
             (Some(Part::Chunk(bytes)), Some(_)) => {
-                if (self.audio.len() as u64).saturating_add(bytes.len() as u64) > self.max_bytes {
+                let received = self.received.saturating_add(bytes.len() as u64);
+                if received > self.max_bytes {
                     return Err(UploadError::TooLarge {
                         max_bytes: self.max_bytes,
                     });
                 }
-                self.audio.extend_from_slice(&bytes);
+                self.received = received;
+                self.current().extend_from_slice(&bytes);
+                Ok(())
+            }
+            (Some(Part::NextFile), Some(_)) => {
+                if self.files.len() == self.max_files {
+                    return Err(UploadError::TooManyFiles {
+                        max_files: self.max_files,
+                    });
+                }
+                if self.current().is_empty() {
+                    return Err(UploadError::EmptyFile {
+                        index: self.files.len(),
+                    });
+                }
+                self.files.push(Vec::new());
                 Ok(())
             }
         }
     }
 
-    /// Ends the stream: the metadata and the audio, or why they are not a complete upload.
-    pub fn finish(self) -> Result<(M, Vec<u8>), UploadError> {
-        let metadata = self.metadata.ok_or(UploadError::EmptyStream)?;
-        if self.audio.is_empty() {
-            return Err(UploadError::NoAudio);
+    /// Ends the stream: the metadata and the files in order, or why they are not a complete
+    /// upload.
+    pub fn finish(mut self) -> Result<(M, Vec<Vec<u8>>), UploadError> {
+        let metadata = self.metadata.take().ok_or(UploadError::EmptyStream)?;
+        if self.current().is_empty() {
+            return Err(match self.files.len() {
+                1 => UploadError::NoAudio,
+                index => UploadError::EmptyFile { index },
+            });
         }
-        Ok((metadata, self.audio))
+        Ok((metadata, self.files))
     }
 }
 
-/// Reads an upload stream with an [`UploadParser`], reserving each chunk's bytes on `permit`
-/// before keeping them (RESOURCE_EXHAUSTED when the server's upload budget is spent). A
-/// broken stream's error is passed on through [`broken_stream`].
+/// Reads a one-file upload stream: see [`collect_files`].
 pub async fn collect_upload<R: UploadMessage>(
-    mut stream: Streaming<R>,
+    stream: Streaming<R>,
     max_bytes: u64,
     permit: &mut UploadPermit,
 ) -> Result<(R::Metadata, Vec<u8>), Status> {
-    let mut parser = UploadParser::new(max_bytes);
+    let (metadata, mut files) = collect_files(stream, max_bytes, 1, permit).await?;
+    Ok((metadata, files.remove(0)))
+}
+
+/// Reads an upload stream of up to `max_files` files with an [`UploadParser`], reserving
+/// each chunk's bytes on `permit` before keeping them (RESOURCE_EXHAUSTED when the server's
+/// upload budget is spent). A broken stream's error is passed on through [`broken_stream`].
+pub async fn collect_files<R: UploadMessage>(
+    mut stream: Streaming<R>,
+    max_bytes: u64,
+    max_files: usize,
+    permit: &mut UploadPermit,
+) -> Result<(R::Metadata, Vec<Vec<u8>>), Status> {
+    let mut parser = UploadParser::with_files(max_bytes, max_files);
     while let Some(message) = stream.message().await.map_err(broken_stream)? {
         let part = message.into_part();
         if let Some(Part::Chunk(bytes)) = &part {
@@ -246,7 +311,58 @@ mod tests {
         p.push(chunk(4)).unwrap();
         p.push(chunk(0)).unwrap();
         p.push(chunk(6)).unwrap();
-        assert_eq!(p.finish(), Ok((1, vec![7; 10])));
+        assert_eq!(p.finish(), Ok((1, vec![vec![7; 10]])));
+    }
+
+    #[test]
+    fn boundaries_split_the_files_and_the_byte_limit_spans_them() {
+        let mut p = UploadParser::with_files(10, 3);
+        p.push(Some(Part::Metadata(1u8))).unwrap();
+        p.push(chunk(2)).unwrap();
+        p.push(Some(Part::NextFile)).unwrap();
+        p.push(chunk(3)).unwrap();
+        p.push(chunk(1)).unwrap();
+        p.push(Some(Part::NextFile)).unwrap();
+        p.push(chunk(4)).unwrap();
+        assert_eq!(
+            p.push(chunk(1)),
+            Err(UploadError::TooLarge { max_bytes: 10 })
+        );
+        assert_eq!(
+            p.finish(),
+            Ok((1, vec![vec![7; 2], vec![7; 4], vec![7; 4]]))
+        );
+    }
+
+    #[test]
+    fn empty_or_surplus_files_are_refused() {
+        let boundary = || Some(Part::<u8>::NextFile);
+        let mut p = UploadParser::with_files(10, 3);
+        p.push(Some(Part::Metadata(1u8))).unwrap();
+        assert_eq!(p.push(boundary()), Err(UploadError::EmptyFile { index: 1 }));
+        let mut p = UploadParser::with_files(10, 3);
+        p.push(Some(Part::Metadata(1u8))).unwrap();
+        p.push(chunk(1)).unwrap();
+        p.push(boundary()).unwrap();
+        assert_eq!(p.finish(), Err(UploadError::EmptyFile { index: 2 }));
+        let mut p = UploadParser::with_files(10, 2);
+        p.push(Some(Part::Metadata(1u8))).unwrap();
+        p.push(chunk(1)).unwrap();
+        p.push(boundary()).unwrap();
+        p.push(chunk(1)).unwrap();
+        assert_eq!(
+            p.push(boundary()),
+            Err(UploadError::TooManyFiles { max_files: 2 })
+        );
+        let mut p = UploadParser::new(10);
+        p.push(Some(Part::Metadata(1u8))).unwrap();
+        p.push(chunk(1)).unwrap();
+        assert_eq!(
+            p.push(boundary()),
+            Err(UploadError::TooManyFiles { max_files: 1 })
+        );
+        let mut p = UploadParser::<u8>::new(10);
+        assert_eq!(p.push(boundary()), Err(UploadError::ChunkBeforeMetadata));
     }
 
     #[test]

@@ -55,6 +55,19 @@ impl Clients {
             .map(|r| r.into_inner())
     }
 
+    /// Enrolls several references of one voice (`bytes` of each file) for `artist` in one
+    /// call.
+    pub async fn enroll_references(
+        &mut self,
+        artist: &str,
+        files: &[Vec<u8>],
+    ) -> Result<EnrollVoiceprintResponse, Status> {
+        self.registry
+            .enroll_voiceprint(tokio_stream::iter(enroll_set_messages(artist, files)))
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// Enrolls a file.
     pub async fn enroll(
         &mut self,
@@ -101,6 +114,12 @@ impl Clients {
 
 /// The messages of an enrollment stream: metadata, then 64 KiB chunks.
 pub fn enroll_messages(artist: &str, bytes: &[u8]) -> Vec<EnrollVoiceprintRequest> {
+    enroll_set_messages(artist, &[bytes.to_vec()])
+}
+
+/// The messages of a several-reference enrollment stream: metadata, then each file's 64 KiB
+/// chunks with a `next_reference` between files.
+pub fn enroll_set_messages(artist: &str, files: &[Vec<u8>]) -> Vec<EnrollVoiceprintRequest> {
     let mut out = vec![EnrollVoiceprintRequest {
         part: Some(enroll_voiceprint_request::Part::Metadata(EnrollMetadata {
             artist_id: artist.into(),
@@ -108,11 +127,20 @@ pub fn enroll_messages(artist: &str, bytes: &[u8]) -> Vec<EnrollVoiceprintReques
             description: "test reference".into(),
         })),
     }];
-    out.extend(bytes.chunks(64 * 1024).map(|c| EnrollVoiceprintRequest {
-        part: Some(enroll_voiceprint_request::Part::Chunk(AudioChunk {
-            data: c.to_vec(),
-        })),
-    }));
+    for (i, bytes) in files.iter().enumerate() {
+        if i > 0 {
+            out.push(EnrollVoiceprintRequest {
+                part: Some(enroll_voiceprint_request::Part::NextReference(
+                    NextReference {},
+                )),
+            });
+        }
+        out.extend(bytes.chunks(64 * 1024).map(|c| EnrollVoiceprintRequest {
+            part: Some(enroll_voiceprint_request::Part::Chunk(AudioChunk {
+                data: c.to_vec(),
+            })),
+        }));
+    }
     out
 }
 
