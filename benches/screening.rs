@@ -208,7 +208,15 @@ impl Pipeline {
         )
         .expect("opening the registry");
         let scoring = config
-            .scoring(embedder.model_id())
+            .scoring(
+                embedder.model_id(),
+                embedder
+                    .model()
+                    .card()
+                    .thresholds
+                    .as_ref()
+                    .and_then(|t| t.calibration.as_ref()),
+            )
             .expect("the default scoring");
         Self {
             embedder,

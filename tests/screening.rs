@@ -87,6 +87,17 @@ async fn enrolled_voices_are_caught_authorized_uploads_pass_and_strangers_do_not
         );
         assert_eq!(top_artist(&unauthorized), artist);
         assert!(!unauthorized.matches[0].uploader_authorized);
+        // The model card's calibration: every candidate's LLR, and the rates the thresholds
+        // stand for.
+        assert!(unauthorized.matches[0].aggregate_llr.unwrap() > 0.0);
+        assert!(unauthorized
+            .matches
+            .iter()
+            .all(|m| m.aggregate_llr.is_some()));
+        let thresholds = unauthorized.thresholds.as_ref().unwrap();
+        let match_rate = thresholds.match_false_alarm_rate.unwrap();
+        assert!((5e-6..2e-5).contains(&match_rate), "{match_rate}");
+        assert!(thresholds.review_false_alarm_rate.unwrap() > match_rate);
         assert_eq!(decision(&authorized), "DECISION_AUTHORIZED_MATCH");
         assert_eq!(top_artist(&authorized), artist);
         assert!(authorized.matches[0].uploader_authorized);

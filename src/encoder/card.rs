@@ -14,6 +14,7 @@ use crate::audio::vad::VadConfig;
 use crate::features::kaldi_fbank::KaldiFbankConfig;
 use crate::features::sb_fbank::SbFbankConfig;
 use crate::features::FrontendConfig;
+use crate::scoring::calibration::Calibration;
 
 /// Architecture ids this build implements, as a card's `architecture` names them.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["ge2e-lstm", "campplus", "ecapa-tdnn", "resnet34"];
@@ -39,8 +40,8 @@ pub struct ModelCard {
     pub architecture: Architecture,
 }
 
-/// A model's default screening and enrollment thresholds (cosine scores), and how they were
-/// measured.
+/// A model's default screening and enrollment thresholds (cosine scores), the calibration
+/// they are read from, and how they were measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
@@ -52,13 +53,58 @@ pub struct Thresholds {
     pub consistency_threshold: f64,
     /// A new reference scoring this or more against another artist is refused.
     pub collision_threshold: f64,
+    /// The per-comparison false-flag rate `match_threshold` stands for: the calibration's
+    /// non-target Gaussian reaches `match_threshold` at this rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_false_alarm_rate: Option<f64>,
+    /// The per-comparison rate `review_threshold` stands for, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_false_alarm_rate: Option<f64>,
+    /// The model's score calibration (`vocalguard calibrate --method gaussian`): the server
+    /// reports every candidate's log-likelihood ratio with it unless configured with another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// Where the values come from (data, command, the false-alarm rates they stand for).
     pub measured: String,
 }
 
+/// How far a card's cosine may lie from the one its stated false-alarm rate gives.
+const RATE_TOLERANCE: f64 = 0.005;
+
 impl Thresholds {
-    /// Checks that the values are cosines in order.
-    fn check(&self) -> Result<(), String> {
+    /// Checks that the values are cosines in order, and that the stated false-alarm rates
+    /// give them under the calibration.
+    fn check(&self, weights_sha256: Option<&str>) -> Result<(), String> {
+        if let (Some(c), Some(sha)) = (&self.calibration, weights_sha256) {
+            if c.model_sha256 != sha {
+                return Err(format!(
+                    "the thresholds' calibration was fitted on model {} ({}), not these weights ({sha})",
+                    c.model, c.model_sha256
+                ));
+            }
+        }
+        for (name, rate, threshold) in [
+            ("match", self.match_false_alarm_rate, self.match_threshold),
+            (
+                "review",
+                self.review_false_alarm_rate,
+                self.review_threshold,
+            ),
+        ] {
+            let Some(rate) = rate else { continue };
+            let at = self
+                .calibration
+                .as_ref()
+                .and_then(|c| c.score_at_false_alarm(rate))
+                .ok_or_else(|| {
+                    format!("{name}_false_alarm_rate needs a calibration with a non-target model (--method gaussian)")
+                })?;
+            if !(rate > 0.0 && rate < 1.0) || (at - threshold).abs() > RATE_TOLERANCE {
+                return Err(format!(
+                    "{name}_threshold {threshold} is not the calibration's score at {name}_false_alarm_rate {rate} ({at:.4})"
+                ));
+            }
+        }
         let all = [
             self.match_threshold,
             self.review_threshold,
@@ -209,7 +255,11 @@ impl ModelCard {
     /// Checks that the sections fit together.
     fn check(&self) -> Result<(), String> {
         if let Some(t) = &self.thresholds {
-            t.check()?;
+            let sha = match self.weights_ref() {
+                WeightsRef::Safetensors { sha256, .. } => Some(sha256),
+                WeightsRef::Checkpoint(_) => None,
+            };
+            t.check(sha)?;
         }
         match &self.architecture {
             Architecture::Ge2e(c) => {
@@ -349,6 +399,56 @@ mod tests {
             (None, None)
         );
         assert!(card.ge2e().is_none());
+    }
+
+    const CAMPP: &[u8] = include_bytes!("../../models/campplus-zh-en/model.json");
+
+    #[test]
+    fn the_built_in_cards_state_their_operating_points_as_calibrated_rates() {
+        for bytes in [
+            CAMPP,
+            include_bytes!("../../models/ge2e-resemblyzer/model.json"),
+        ] {
+            let card = ModelCard::parse(bytes, "built in").unwrap();
+            let t = card.thresholds.unwrap();
+            let c = t.calibration.as_ref().unwrap();
+            assert_eq!(c.model, card.name);
+            let (m, r) = (
+                t.match_false_alarm_rate.unwrap(),
+                t.review_false_alarm_rate.unwrap(),
+            );
+            assert!(m < r, "{m} {r}");
+            assert!((c.false_alarm_at(t.match_threshold).unwrap() / m - 1.0).abs() < 0.2);
+            assert!(c.llr(t.match_threshold) > c.llr(t.review_threshold));
+        }
+    }
+
+    #[test]
+    fn a_rate_the_threshold_does_not_stand_for_is_refused() {
+        let mut card: serde_json::Value = serde_json::from_slice(CAMPP).unwrap();
+        card["thresholds"]["match_false_alarm_rate"] = serde_json::json!(1e-3);
+        let err = ModelCard::parse(&serde_json::to_vec(&card).unwrap(), "test")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("match_false_alarm_rate 0.001"), "{err}");
+
+        let mut card: serde_json::Value = serde_json::from_slice(CAMPP).unwrap();
+        card["thresholds"]["calibration"]["model_sha256"] = serde_json::json!("00");
+        let err = ModelCard::parse(&serde_json::to_vec(&card).unwrap(), "test")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not these weights"), "{err}");
+
+        let mut card: serde_json::Value = serde_json::from_slice(CAMPP).unwrap();
+        let thresholds = card["thresholds"].as_object_mut().unwrap();
+        thresholds.remove("calibration");
+        let err = ModelCard::parse(&serde_json::to_vec(&card).unwrap(), "test")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("needs a calibration"), "{err}");
     }
 
     #[test]

@@ -399,8 +399,14 @@ impl ServerConfig {
     }
 
     /// The screening thresholds with the calibration and AS-Norm cohort loaded; both must come
-    /// from `model`, and a calibration's threshold becomes the match threshold.
-    pub fn scoring(&self, model: &ModelId) -> Result<Scoring, ConfigError> {
+    /// from `model`, and a configured calibration's threshold becomes the match threshold.
+    /// Without a configured calibration or AS-Norm, `model_calibration` (the model card's)
+    /// turns scores into log-likelihood ratios and the thresholds stay as they are.
+    pub fn scoring(
+        &self,
+        model: &ModelId,
+        model_calibration: Option<&Calibration>,
+    ) -> Result<Scoring, ConfigError> {
         let mut config = self.screening;
         let calibration = match &self.calibration {
             Some(path) => {
@@ -422,6 +428,8 @@ impl ServerConfig {
                 })?;
                 Some(c)
             }
+            // The card's calibration reads raw cosines, not AS-Norm scores.
+            None if self.as_norm.is_none() => model_calibration.cloned(),
             None => None,
         };
         let as_norm = match &self.as_norm {
@@ -534,7 +542,7 @@ rebuild_deleted_fraction = 1.0
             name: "m".into(),
             sha256: "ab".repeat(32),
         };
-        let refused = config.scoring(&model).err().unwrap().to_string();
+        let refused = config.scoring(&model, None).err().unwrap().to_string();
         assert!(
             refused.contains("was fitted on scores of model"),
             "{refused}"

@@ -219,8 +219,15 @@ pub fn screen_response(
     track_id: String,
     v: Verdict,
     context: proto::ScoringContext,
-    config: &screening::ScreeningConfig,
+    scoring: &screening::Scoring,
 ) -> proto::ScreenResponse {
+    let config = &scoring.config;
+    let false_alarm_at = |threshold: f64| {
+        scoring
+            .calibration
+            .as_ref()
+            .and_then(|c| c.false_alarm_at(threshold))
+    };
     let (decision, review_reason) = decision(v.decision);
     proto::ScreenResponse {
         track_id,
@@ -262,6 +269,8 @@ pub fn screen_response(
             min_voiced_s: config.min_voiced_s as f32,
             window_s: v.window_s as f32,
             hop_s: v.hop_s as f32,
+            match_false_alarm_rate: false_alarm_at(config.match_threshold),
+            review_false_alarm_rate: false_alarm_at(config.review_threshold),
         }),
     }
 }

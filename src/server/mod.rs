@@ -319,7 +319,13 @@ pub async fn serve(mut config: ServerConfig, embedder: Embedder) -> Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let scoring = config.scoring(&model)?;
+    let model_calibration = embedder
+        .model()
+        .card()
+        .thresholds
+        .as_ref()
+        .and_then(|t| t.calibration.as_ref());
+    let scoring = config.scoring(&model, model_calibration)?;
     let max_message = config.limits.max_message_bytes;
     let workers = config.workers();
     let embedder = if config.inference.batch_across_calls {

@@ -112,6 +112,6 @@ async fn screen_bytes(
         track_id,
         verdict,
         context,
-        &core.scoring.config,
+        &core.scoring,
     ))
 }
