@@ -94,6 +94,21 @@ async fn enrolled_voices_are_caught_authorized_uploads_pass_and_strangers_do_not
             .matches
             .iter()
             .all(|m| m.aggregate_llr.is_some()));
+        // Every candidate's neighbourhood among the other enrolled artists is stated; none of
+        // these audiobook voices is a hub.
+        assert!(unauthorized.matches.iter().all(|m| {
+            let hub = m.hubness.as_ref().unwrap();
+            hub.other_artists as usize == SPEAKERS - 1 && !hub.is_hub && hub.near_rate == 0.01
+        }));
+        // A match lies above the match point, a grey-band candidate below it.
+        assert!(unauthorized.matches.iter().all(|m| {
+            let margin = m.llr_above_match.unwrap();
+            if m.matched {
+                margin >= 0.0
+            } else {
+                margin < 0.0
+            }
+        }));
         let thresholds = unauthorized.thresholds.as_ref().unwrap();
         let match_rate = thresholds.match_false_alarm_rate.unwrap();
         assert!((5e-6..2e-5).contains(&match_rate), "{match_rate}");

@@ -705,8 +705,14 @@ fn screen_text(r: &ScreenResponse) -> String {
             .iter()
             .map(|t| format!("{:.1}-{:.1}s", t.start_s, t.end_s))
             .collect();
+        let calibrated = match (m.aggregate_llr, m.llr_above_match) {
+            (Some(llr), Some(margin)) => {
+                format!(" (LLR {llr:.1}, {margin:+.1} from the match point)")
+            }
+            _ => String::new(),
+        };
         lines.push(format!(
-            "  {} {} ({}): aggregate {:.3}, best {:.3}, {} windows, {:.0}% of voiced time{}{}",
+            "  {} {} ({}): aggregate {:.3}{calibrated}, best {:.3}, {} windows, {:.0}% of voiced time{}{}",
             if m.matched { "match" } else { "grey " },
             m.display_name,
             m.artist_id,
@@ -725,6 +731,12 @@ fn screen_text(r: &ScreenResponse) -> String {
                 format!(", at {}", ranges.join(" "))
             }
         ));
+        if let Some(h) = m.hubness.filter(|h| h.is_hub) {
+            lines.push(format!(
+                "    hub voice: {} of {} other artists score {:.3} or more against it ({:.1} expected)",
+                h.artists_near, h.other_artists, h.near_score, h.expected_near
+            ));
+        }
     }
     for f in &r.flags {
         lines.push(format!(

@@ -409,6 +409,14 @@ impl Registry {
         self.store().voiceprints_of(artist_id)
     }
 
+    /// Of the other artists, how many have a voiceprint scoring `near` or more against one of
+    /// `artist_id`'s voiceprints, and how many there are, in the current view; `None` for an
+    /// artist without voiceprints. An exact scan of every voiceprint per voiceprint of the
+    /// artist (the hub evidence of a screening candidate).
+    pub fn artists_near(&self, artist_id: &str, near: f32) -> Option<(usize, usize)> {
+        self.mirror.read().index.artists_near(artist_id, near)
+    }
+
     /// Deletes one voiceprint from the store and the index, then purges it from the file;
     /// returns the new version.
     pub fn delete_voiceprint(

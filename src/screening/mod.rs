@@ -12,6 +12,7 @@ use crate::embed::{EmbedError, Embedder, WindowConfig};
 use crate::registry::{Registry, RegistryError, ScoreQuery};
 use crate::scoring::asnorm::AsNorm;
 use crate::scoring::calibration::Calibration;
+use crate::scoring::hubness::{Hubness, NEAR_RATE};
 pub use evidence::{gather, ArtistScores};
 
 /// Errors of screening a track.
@@ -191,6 +192,9 @@ pub enum Flag {
     /// The track carries a large DC offset, and the verdict comes from screening it with the
     /// offset removed.
     DcOffsetRemoved,
+    /// A matched artist's voice is a hub: many other registered voices score near it, so it
+    /// attracts false matches more than an ordinary voice.
+    HubVoiceprint,
 }
 
 /// The evidence for one artist.
@@ -218,6 +222,12 @@ pub struct ArtistMatch {
     pub time_ranges: Vec<Range<f64>>,
     /// The aggregate score as a log-likelihood ratio, when a calibration is loaded.
     pub aggregate_llr: Option<f64>,
+    /// How far the aggregate lies above (positive) or below the match point, as a difference
+    /// of log-likelihood ratios, when a calibration is loaded.
+    pub llr_above_match: Option<f64>,
+    /// How crowded the artist's voice is among the registry's other artists, when the
+    /// calibration has a non-target model and scores are not normalised.
+    pub hubness: Option<Hubness>,
 }
 
 /// How window scores are computed and read: the thresholds, and optionally AS-Norm over a
@@ -325,6 +335,7 @@ fn screen_once(
         let Some(artist) = scored.artists.get(&s.artist_id) else {
             continue;
         };
+        let artist_id = s.artist_id.clone();
         matches.push(ArtistMatch {
             uploader_authorized: artist.party_authorized,
             credited: upload.credited_artist_ids.contains(&s.artist_id),
@@ -340,6 +351,11 @@ fn screen_once(
                 .calibration
                 .as_ref()
                 .map(|c| c.llr(f64::from(s.aggregate_score))),
+            llr_above_match: scoring
+                .calibration
+                .as_ref()
+                .map(|c| c.llr(f64::from(s.aggregate_score)) - c.llr(config.match_threshold)),
+            hubness: hubness(registry, scoring, &artist_id),
         });
     }
     let credited_registered: Vec<String> = upload
@@ -348,13 +364,23 @@ fn screen_once(
         .filter(|id| scored.artists.contains_key(*id))
         .cloned()
         .collect();
-    let (decision, flags, explanation) = decide(
+    let (decision, mut flags, mut explanation) = decide(
         &matches,
         track.voiced_s,
         upload,
         &credited_registered,
         config,
     );
+    if let Some((m, h)) = matches
+        .iter()
+        .find_map(|m| Some((m, m.hubness.filter(|h| h.is_hub && m.matched)?)))
+    {
+        flags.push(Flag::HubVoiceprint);
+        explanation = format!(
+            "{explanation} ({}'s voice is a hub: {} of {} other registered artists score {:.3} or more against it, {:.1} expected)",
+            m.display_name, h.artists_near, h.other_artists, h.near_score, h.expected_near
+        );
+    }
     Ok(Verdict {
         decision,
         explanation,
@@ -367,6 +393,21 @@ fn screen_once(
         hop_s: track.hop_s,
         registry_version: scored.version,
     })
+}
+
+/// The hub evidence of `artist_id`: its neighbours at the score the calibration's non-target
+/// model reaches at [`NEAR_RATE`]; `None` without such a model or with AS-Norm (whose
+/// thresholds are not cosines).
+fn hubness(registry: &Registry, scoring: &Scoring, artist_id: &str) -> Option<Hubness> {
+    if scoring.as_norm.is_some() {
+        return None;
+    }
+    let near = scoring
+        .calibration
+        .as_ref()?
+        .score_at_false_alarm(NEAR_RATE)?;
+    let (artists_near, other_artists) = registry.artists_near(artist_id, near as f32)?;
+    Some(Hubness::assess(near, artists_near, other_artists))
 }
 
 /// The policy: from the evidence (matched artists and grey-band candidates), the voiced

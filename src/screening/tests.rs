@@ -24,6 +24,8 @@ fn evidence(id: &str, matched: bool, authorized: bool, credited: bool) -> Artist
         matched_voiced_share: 0.5,
         time_ranges: Vec::new(),
         aggregate_llr: None,
+        llr_above_match: None,
+        hubness: None,
     }
 }
 

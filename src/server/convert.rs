@@ -8,6 +8,7 @@ use crate::audio::AudioError;
 use crate::embed::EmbedError;
 use crate::proto;
 use crate::registry::{self, ArtistSummary, AuditAction, RegistryError, VoiceprintLabel};
+use crate::scoring::hubness::NEAR_RATE;
 use crate::screening::{self, AiDisclosure, Decision, Flag, ReviewReason, ScreeningError, Verdict};
 
 /// A registry error as a status.
@@ -211,6 +212,7 @@ fn flag(f: Flag) -> proto::Flag {
         Flag::CreditedArtistNotFound => proto::Flag::CreditedArtistNotFound,
         Flag::AuthorizedAiVoice => proto::Flag::AuthorizedAiVoice,
         Flag::DcOffsetRemoved => proto::Flag::DcOffsetRemoved,
+        Flag::HubVoiceprint => proto::Flag::HubVoiceprint,
     }
 }
 
@@ -248,6 +250,16 @@ pub fn screen_response(
                 matching_windows: m.matching_windows as u32,
                 matched_voiced_share: m.matched_voiced_share as f32,
                 aggregate_llr: m.aggregate_llr.map(|l| l as f32),
+                llr_above_match: m.llr_above_match.map(|l| l as f32),
+                hubness: m.hubness.map(|h| proto::Hubness {
+                    near_score: h.near_score as f32,
+                    near_rate: NEAR_RATE,
+                    artists_near: h.artists_near as u32,
+                    other_artists: h.other_artists as u32,
+                    expected_near: h.expected_near as f32,
+                    p_value: h.p_value,
+                    is_hub: h.is_hub,
+                }),
                 time_ranges: m
                     .time_ranges
                     .into_iter()

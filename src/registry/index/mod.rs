@@ -12,7 +12,7 @@ mod rings;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -153,6 +153,11 @@ impl Artists {
 
     fn find(&self, name: &str) -> Option<u32> {
         self.numbers.get(name).copied()
+    }
+
+    /// Artists with at least one voiceprint.
+    fn count(&self) -> usize {
+        self.numbers.len()
     }
 
     fn name(&self, n: u32) -> &str {
@@ -509,6 +514,30 @@ impl SearchIndex {
             }
         }
         best
+    }
+
+    /// How crowded `artist_id`'s neighbourhood is: of the other artists, how many have a
+    /// voiceprint scoring `near` or more against one of its voiceprints, and how many there
+    /// are. One exact scan per voiceprint of the artist; `None` when it has none.
+    pub fn artists_near(&self, artist_id: &str, near: f32) -> Option<(usize, usize)> {
+        let own_artist = self.artists.find(artist_id)?;
+        let own: Vec<usize> = (0..self.voiceprints.len())
+            .filter(|&slot| self.artist_of[slot] == own_artist && self.live(slot as u32))
+            .collect();
+        if own.is_empty() {
+            return None;
+        }
+        let mut close: HashSet<u32> = HashSet::new();
+        for slot in own {
+            let query = &self.rows[slot * self.dim..(slot + 1) * self.dim];
+            exact::scan(&self.rows, self.dim, query, |other, score| {
+                let artist = self.artist_of[other as usize];
+                if artist != own_artist && score >= near && self.live(other) {
+                    close.insert(artist);
+                }
+            });
+        }
+        Some((close.len(), self.artists.count() - 1))
     }
 
     /// In one exact scan: the best score of `artist_id`'s own voiceprints, and the best other

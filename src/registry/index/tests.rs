@@ -376,3 +376,26 @@ fn walks_never_end_on_a_deleted_voiceprint() {
     let r = recall(&index, &qs);
     assert!(r >= 0.9, "recall@10 with 25% tombstones {r}");
 }
+
+#[test]
+fn artists_near_counts_other_artists_once_each() {
+    let mut index = SearchIndex::new(2);
+    let at = |degrees: f32| {
+        let r = degrees.to_radians();
+        vec![r.cos(), r.sin()]
+    };
+    index.insert("hub-1", "hub", &at(0.0));
+    index.insert("hub-2", "hub", &at(90.0));
+    // Close to the hub's first voiceprint (twice), close to its second, far from both.
+    index.insert("a-1", "a", &at(10.0));
+    index.insert("a-2", "a", &at(-10.0));
+    index.insert("b-1", "b", &at(80.0));
+    index.insert("c-1", "c", &at(225.0));
+    let near = 30f32.to_radians().cos();
+    assert_eq!(index.artists_near("hub", near), Some((2, 3)));
+    assert_eq!(index.artists_near("c", near), Some((0, 3)));
+    // A deleted voiceprint no longer counts, and an artist without any is unknown.
+    assert!(index.remove("b-1"));
+    assert_eq!(index.artists_near("hub", near), Some((1, 2)));
+    assert_eq!(index.artists_near("b", near), None);
+}
