@@ -208,15 +208,7 @@ impl Pipeline {
         )
         .expect("opening the registry");
         let scoring = config
-            .scoring(
-                embedder.model_id(),
-                embedder
-                    .model()
-                    .card()
-                    .thresholds
-                    .as_ref()
-                    .and_then(|t| t.calibration.as_ref()),
-            )
+            .scoring(embedder.model_id(), embedder.model().card().calibration())
             .expect("the default scoring");
         Self {
             embedder,

@@ -296,6 +296,11 @@ impl ModelCard {
         }
     }
 
+    /// The score calibration the card's thresholds are read from, if it carries one.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.thresholds.as_ref()?.calibration.as_ref()
+    }
+
     /// Where the card's weights come from.
     pub fn weights_ref(&self) -> WeightsRef<'_> {
         match &self.architecture {
@@ -423,31 +428,30 @@ mod tests {
         }
     }
 
+    /// Why `card` is refused.
+    fn refusal(card: &serde_json::Value) -> String {
+        ModelCard::parse(&serde_json::to_vec(card).unwrap(), "test")
+            .err()
+            .unwrap()
+            .to_string()
+    }
+
     #[test]
     fn a_rate_the_threshold_does_not_stand_for_is_refused() {
         let mut card: serde_json::Value = serde_json::from_slice(CAMPP).unwrap();
         card["thresholds"]["match_false_alarm_rate"] = serde_json::json!(1e-3);
-        let err = ModelCard::parse(&serde_json::to_vec(&card).unwrap(), "test")
-            .err()
-            .unwrap()
-            .to_string();
+        let err = refusal(&card);
         assert!(err.contains("match_false_alarm_rate 0.001"), "{err}");
 
         let mut card: serde_json::Value = serde_json::from_slice(CAMPP).unwrap();
         card["thresholds"]["calibration"]["model_sha256"] = serde_json::json!("00");
-        let err = ModelCard::parse(&serde_json::to_vec(&card).unwrap(), "test")
-            .err()
-            .unwrap()
-            .to_string();
+        let err = refusal(&card);
         assert!(err.contains("not these weights"), "{err}");
 
         let mut card: serde_json::Value = serde_json::from_slice(CAMPP).unwrap();
         let thresholds = card["thresholds"].as_object_mut().unwrap();
         thresholds.remove("calibration");
-        let err = ModelCard::parse(&serde_json::to_vec(&card).unwrap(), "test")
-            .err()
-            .unwrap()
-            .to_string();
+        let err = refusal(&card);
         assert!(err.contains("needs a calibration"), "{err}");
     }
 

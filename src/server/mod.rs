@@ -319,12 +319,7 @@ pub async fn serve(mut config: ServerConfig, embedder: Embedder) -> Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let model_calibration = embedder
-        .model()
-        .card()
-        .thresholds
-        .as_ref()
-        .and_then(|t| t.calibration.as_ref());
+    let model_calibration = embedder.model().card().calibration();
     let scoring = config.scoring(&model, model_calibration)?;
     let max_message = config.limits.max_message_bytes;
     let workers = config.workers();
