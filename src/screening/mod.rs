@@ -335,7 +335,13 @@ fn screen_once(
         let Some(artist) = scored.artists.get(&s.artist_id) else {
             continue;
         };
-        let artist_id = s.artist_id.clone();
+        let hubness = hubness(registry, scoring, &s.artist_id);
+        let llr = scoring.calibration.as_ref().map(|c| {
+            (
+                c.llr(f64::from(s.aggregate_score)),
+                c.llr(config.match_threshold),
+            )
+        });
         matches.push(ArtistMatch {
             uploader_authorized: artist.party_authorized,
             credited: upload.credited_artist_ids.contains(&s.artist_id),
@@ -347,15 +353,9 @@ fn screen_once(
             matching_windows: s.matching_windows,
             matched_voiced_share: s.matched_voiced_share,
             time_ranges: s.time_ranges,
-            aggregate_llr: scoring
-                .calibration
-                .as_ref()
-                .map(|c| c.llr(f64::from(s.aggregate_score))),
-            llr_above_match: scoring
-                .calibration
-                .as_ref()
-                .map(|c| c.llr(f64::from(s.aggregate_score)) - c.llr(config.match_threshold)),
-            hubness: hubness(registry, scoring, &artist_id),
+            aggregate_llr: llr.map(|(aggregate, _)| aggregate),
+            llr_above_match: llr.map(|(aggregate, at_match)| aggregate - at_match),
+            hubness,
         });
     }
     let credited_registered: Vec<String> = upload
