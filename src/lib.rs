@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod cli;
+pub mod echo;
 pub mod embed;
 pub mod encoder;
 pub mod eval;

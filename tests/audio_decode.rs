@@ -513,6 +513,43 @@ fn truncated_files_decode_what_is_complete_or_report_corruption() {
 /// forged count of 2^32 - 1 would ask for up to 64 GB and abort the process. It must be
 /// reported as corrupt instead.
 #[test]
+fn aiff_decodes_exactly_like_the_same_wav() {
+    let frames = signal_frames(22_050, SIGNAL_S);
+    let pcm: Vec<i16> = frames
+        .iter()
+        .map(|&x| quantize(x, 32768.0) as i16)
+        .collect();
+    let aiff = decode_mono(
+        common::raw_aiff(22_050, &pcm),
+        None,
+        &DecodeLimits::default(),
+    )
+    .expect("aiff");
+    let wav = decode_mono(
+        hound_wav(22_050, 16, SampleFormat::Int, &[frames]),
+        None,
+        &DecodeLimits::default(),
+    )
+    .expect("wav");
+    assert_eq!(aiff.sample_rate, 22_050);
+    assert_eq!(aiff.samples, wav.samples);
+}
+
+#[test]
+fn a_32_bit_flac_is_named_as_an_unsupported_sample_size() {
+    let mut bytes = fixture("tone_22050_mono.flac");
+    // STREAMINFO bits-per-sample minus one: the low bit of body byte 12, the high four of 13.
+    bytes[8 + 12] |= 1;
+    bytes[8 + 13] |= 0xF0;
+    match decode(bytes) {
+        Err(e @ AudioError::UnsupportedBitDepth { bits: 32, .. }) => {
+            assert!(e.to_string().contains("FLAC"), "{e}");
+        }
+        other => panic!("32-bit FLAC: expected UnsupportedBitDepth, got {other:?}"),
+    }
+}
+
+#[test]
 fn mp4_sample_table_with_forged_entry_count_is_corrupt() {
     let original = fixture("tone_44100_mono.m4a");
     for table in [b"stts", b"stsc", b"stsz", b"stco"] {

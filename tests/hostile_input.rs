@@ -337,6 +337,21 @@ fn synthetic_cases() -> Vec<Case> {
             invalid("the header declares 36000"),
         ),
         Case::screen(
+            "32-bit FLAC (libFLAC 1.4 width)",
+            &forge::flac_silence_of_width(48_000, 5, 32),
+            invalid("unsupported FLAC sample size: 32 bits per sample"),
+        ),
+        Case::screen(
+            "AIFF of three seconds of silence",
+            &common::raw_aiff(16_000, &[0; 3 * 16_000]),
+            decided("DECISION_NO_VOICE"),
+        ),
+        Case::screen(
+            "M4A whose media header declares a timescale of 0 (a symphonia panic)",
+            &forge::mp4_zero_timescale(fixture("tone_44100_mono.m4a")),
+            invalid("timescale of 0"),
+        ),
+        Case::screen(
             "thirty seconds of FLAC silence (the same encoder)",
             &forge::flac_silence(8_000, 30),
             decided("DECISION_NO_VOICE"),

@@ -21,8 +21,9 @@ use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 use symphonia::core::sample::Sample;
 
+use super::flac::check_flac_streaminfo;
 use super::mp4::check_mp4_tables;
-use super::riff::check_wav_header;
+use super::riff::{check_aiff_header, check_wav_header};
 use super::vorbis::check_vorbis_setup;
 use super::{check_sample_rate, AudioError, DecodeLimits};
 
@@ -61,6 +62,8 @@ pub fn decode_mono(
         return Err(AudioError::EmptyInput);
     }
     check_wav_header(&bytes)?;
+    check_aiff_header(&bytes)?;
+    check_flac_streaminfo(&bytes)?;
     check_mp4_tables(&bytes)?;
     // WAV lengths are often placeholders (streaming writers) or cut short; a WAV decodes what
     // is present, bounded by the running count and the upload size.

@@ -8,7 +8,7 @@ pub enum AudioError {
     /// The input contained no bytes at all.
     #[error("empty input: the audio data is 0 bytes long")]
     EmptyInput,
-    /// No supported container (WAV, FLAC, MP3, OGG, MP4/M4A) was recognised.
+    /// No supported container (WAV, AIFF, FLAC, MP3, OGG, MP4/M4A) was recognised.
     #[error("unsupported format: {reason}")]
     UnsupportedFormat {
         /// What the container probe or reader reported.
@@ -25,6 +25,16 @@ pub enum AudioError {
     Corrupt {
         /// What went wrong, as reported by the demuxer or decoder.
         reason: String,
+    },
+    /// The stream stores samples wider than its decoder reads (FLAC beyond 24 bits).
+    #[error("unsupported {format} sample size: {bits} bits per sample, at most {max} are decoded; convert it to {max}-bit")]
+    UnsupportedBitDepth {
+        /// The format, as people name it (`FLAC`).
+        format: &'static str,
+        /// The bits per sample the stream declares.
+        bits: u32,
+        /// The widest sample the decoder reads.
+        max: u32,
     },
     /// The container holds no decodable audio track.
     #[error("no audio track found in the container")]

@@ -1,4 +1,4 @@
-//! Audio ingestion: decode untrusted bytes (WAV, FLAC, MP3, OGG Vorbis, AAC in MP4/M4A)
+//! Audio ingestion: decode untrusted bytes (WAV, AIFF, FLAC, MP3, OGG Vorbis, AAC in MP4/M4A)
 //! into mono `f32` samples at [`TARGET_SAMPLE_RATE`], loudness, and voice activity.
 
 pub mod decode;
@@ -7,6 +7,7 @@ pub mod resample;
 pub mod vad;
 
 mod error;
+mod flac;
 mod mp4;
 mod riff;
 mod vorbis;

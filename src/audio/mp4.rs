@@ -3,7 +3,9 @@
 //! symphonia 0.5 reserves memory for the `stts`, `stsc`, `stsz`, `stco` and `co64` tables
 //! from their declared entry counts before reading a single entry, so a forged count (four
 //! bytes) can request tens of gigabytes and abort the process. Tables whose declared entries
-//! cannot fit in their box are rejected here, before symphonia sees the bytes.
+//! cannot fit in their box are rejected here, before symphonia sees the bytes. A media
+//! header (`mdhd`) with a timescale of 0 makes symphonia panic (`TimeBase::new`); it is
+//! rejected here too, so the panic is never reached.
 
 use super::AudioError;
 
@@ -12,6 +14,9 @@ const PROBE_SEARCH_LIMIT: usize = 1024 * 1024;
 
 /// Boxes on the path from the top level down to the sample tables.
 const TABLE_PARENTS: [&[u8; 4]; 5] = [b"moov", b"trak", b"mdia", b"minf", b"stbl"];
+
+/// The index in [`TABLE_PARENTS`] of the boxes that sit beside `mdhd` (inside `mdia`).
+const MEDIA_HEADER_DEPTH: usize = 3;
 
 /// Checks the sample tables of the MP4 stream that starts at the first `ftyp` box, if any.
 pub(crate) fn check_mp4_tables(bytes: &[u8]) -> Result<(), AudioError> {
@@ -32,6 +37,8 @@ fn check_boxes(data: &[u8], depth: usize) -> Result<(), AudioError> {
     while let Some((kind, body, next)) = split_box(rest) {
         if depth == TABLE_PARENTS.len() {
             check_table(kind, body)?;
+        } else if depth == MEDIA_HEADER_DEPTH && &kind == b"mdhd" {
+            check_media_header(body)?;
         } else if &kind == TABLE_PARENTS[depth] {
             check_boxes(body, depth + 1)?;
         }
@@ -56,6 +63,22 @@ fn split_box(data: &[u8]) -> Option<([u8; 4], &[u8], &[u8])> {
     let end = usize::try_from(box_len).map_or(data.len(), |len| len.min(data.len()));
     let body = data.get(header_len as usize..end)?;
     Some((kind, body, &data[end..]))
+}
+
+/// Rejects a media header whose timescale (units per second of the track's timestamps) is 0.
+fn check_media_header(body: &[u8]) -> Result<(), AudioError> {
+    // Version 0 stores the creation and modification times in 4 bytes each, version 1 in 8,
+    // after the 4-byte version/flags field; the timescale follows them.
+    let timescale_at = match body.first() {
+        Some(1) => 20,
+        _ => 12,
+    };
+    if read_u32(body, timescale_at) == Some(0) {
+        return Err(AudioError::Corrupt {
+            reason: "mp4 media header (mdhd) declares a timescale of 0".to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Rejects a sample table whose declared entry count cannot fit in its body.

@@ -260,6 +260,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     telemetry::init(config.log_format, &config.log_filter)?;
+    telemetry::install_panic_hook();
     let mut options = ResolveOptions::from_env();
     options.offline |= config.offline;
     let (model, precision) =

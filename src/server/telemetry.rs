@@ -56,6 +56,38 @@ pub fn init(format: LogFormat, filter: &str) -> Result<()> {
     installed.map_err(|error| anyhow!("installing the log subscriber: {error}"))
 }
 
+/// The most bytes of a panic's message that its log line carries.
+const MAX_PANIC_MESSAGE_BYTES: usize = 300;
+
+/// Replaces the default panic hook, which writes the message and, under `RUST_BACKTRACE`, a
+/// backtrace of many lines to stderr, with one that logs a single error event through the
+/// subscriber: where the panic happened, on which thread, and its message cut to 300 bytes.
+/// A backtrace is attached (as a field of the same event) only when `RUST_BACKTRACE` or
+/// `RUST_LIB_BACKTRACE` asks for one. Panics that are caught (a decoder library failing on
+/// malformed input) are logged like any other, one line each.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!("{}:{}", l.file(), l.line()));
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let message = crate::echo::truncate(message, MAX_PANIC_MESSAGE_BYTES);
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(%location, thread, panic = %message, %backtrace, "panicked");
+        } else {
+            tracing::error!(%location, thread, panic = %message, "panicked");
+        }
+    }));
+}
+
 /// A fresh request id: 16 lower-case hex characters from the OS random number generator.
 pub fn new_request_id() -> String {
     let mut bytes = [0; 8];

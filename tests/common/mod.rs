@@ -165,6 +165,31 @@ pub fn raw_wav(
     out
 }
 
+/// An AIFF file of mono 16-bit big-endian PCM `samples` at `rate` (written as the 80-bit
+/// extended value the format requires; `rate` must not be 0).
+pub fn raw_aiff(rate: u32, samples: &[i16]) -> Vec<u8> {
+    let mut comm = Vec::new();
+    comm.extend_from_slice(&1u16.to_be_bytes());
+    comm.extend_from_slice(&(samples.len() as u32).to_be_bytes());
+    comm.extend_from_slice(&16u16.to_be_bytes());
+    let exponent = 63 - u64::from(rate).leading_zeros();
+    comm.extend_from_slice(&(16_383 + exponent as u16).to_be_bytes());
+    comm.extend_from_slice(&(u64::from(rate) << (63 - exponent)).to_be_bytes());
+    // SSND: offset and block size (0, 0), then the samples.
+    let mut ssnd = vec![0u8; 8];
+    ssnd.extend(samples.iter().flat_map(|s| s.to_be_bytes()));
+    let mut body = b"AIFF".to_vec();
+    for (id, chunk) in [(b"COMM", &comm), (b"SSND", &ssnd)] {
+        body.extend_from_slice(id);
+        body.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        body.extend_from_slice(chunk);
+    }
+    let mut out = b"FORM".to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Embedding size of the built-in model a server reported.
 pub fn builtin_dim(model: &vocalguard::encoder::ModelId) -> usize {
     vocalguard::encoder::source::builtin_cards()

@@ -35,6 +35,18 @@ pub fn wav(channels: &[Vec<f32>], rate: u32, float: bool) -> Vec<u8> {
 /// frame header can name: 8, 16, 22.05, 24, 32, 44.1, 48 kHz), mono 16-bit, in 4096-sample
 /// frames with CONSTANT subframes: about 14 bytes per frame.
 pub fn flac_silence(rate: u32, seconds: u64) -> Vec<u8> {
+    flac_silence_of_width(rate, seconds, 16)
+}
+
+/// [`flac_silence`] with `bits` per sample: 16, 24 or 32 (the width libFLAC 1.4 added,
+/// frame header code 7).
+pub fn flac_silence_of_width(rate: u32, seconds: u64, bits: u32) -> Vec<u8> {
+    let width_code: u8 = match bits {
+        16 => 4,
+        24 => 6,
+        32 => 7,
+        other => panic!("no FLAC width code for {other} bits"),
+    };
     const BLOCK: u64 = 4096;
     let rate_code: u8 = match rate {
         8_000 => 4,
@@ -55,18 +67,19 @@ pub fn flac_silence(rate: u32, seconds: u64) -> Vec<u8> {
     out.extend_from_slice(&(BLOCK as u16).to_be_bytes());
     out.extend_from_slice(&[0; 6]);
     // rate (20 bits) | channels - 1 (3) | bits - 1 (5) | total samples (36).
-    let packed = (u64::from(rate) << 44) | (15u64 << 36) | total;
+    let packed = (u64::from(rate) << 44) | (u64::from(bits - 1) << 36) | total;
     out.extend_from_slice(&packed.to_be_bytes());
     out.extend_from_slice(&[0; 16]);
     for n in 0..frames {
         let start = out.len();
-        // Sync, fixed blocking; 4096-sample block, rate code; mono, 16-bit.
-        out.extend_from_slice(&[0xFF, 0xF8, 0xC0 | rate_code, 0x08]);
+        // Sync, fixed blocking; 4096-sample block, rate code; mono, sample width.
+        out.extend_from_slice(&[0xFF, 0xF8, 0xC0 | rate_code, width_code << 1]);
         out.extend_from_slice(&flac_utf8(n));
         let crc = crc8(&out[start..]);
         out.push(crc);
-        // CONSTANT subframe holding 0.
-        out.extend_from_slice(&[0x00, 0x00, 0x00]);
+        // CONSTANT subframe holding 0, in `bits` bits.
+        out.push(0x00);
+        out.extend(std::iter::repeat_n(0u8, bits as usize / 8));
         let crc = crc16(&out[start..]);
         out.extend_from_slice(&crc.to_be_bytes());
     }
@@ -223,4 +236,16 @@ pub fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
             (seed >> 24) as u8
         })
         .collect()
+}
+
+/// `m4a` with the timescale of its first media header (`mdhd`) set to 0.
+pub fn mp4_zero_timescale(mut m4a: Vec<u8>) -> Vec<u8> {
+    let at = m4a
+        .windows(4)
+        .position(|w| w == b"mdhd")
+        .expect("the file has a media header");
+    let version = m4a[at + 4];
+    let timescale = at + 4 + if version == 1 { 20 } else { 12 };
+    m4a[timescale..timescale + 4].fill(0);
+    m4a
 }
