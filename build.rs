@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
     let mut builder = tonic_prost_build::configure()
+        .codec_path("crate::proto::codec::ProtoCodec")
         .type_attribute(".vocalguard.v1", "#[derive(serde::Serialize)]");
     for (field, with) in ENUM_FIELDS {
         builder = builder.field_attribute(

@@ -2,6 +2,8 @@
 //! server reflection serves. Every message serialises to JSON (for the CLI's `--json`), enums
 //! by name.
 
+pub mod codec;
+
 tonic::include_proto!("vocalguard.v1");
 
 /// The encoded descriptor set of every proto file, served by gRPC server reflection.

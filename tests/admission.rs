@@ -1,6 +1,7 @@
-//! Upload admission on a real server: beyond the upload slots or the buffered-bytes budget a
-//! call is refused at once with RESOURCE_EXHAUSTED, health stays up, and what a call held is
-//! given back when it ends, however it ends.
+//! Upload admission on a real server: beyond the upload slots, a party's share of them or the
+//! buffered-bytes budget a call is refused at once with RESOURCE_EXHAUSTED, health stays up,
+//! what a call held is given back when it ends, however it ends, and a stream that goes quiet
+//! is dropped after the idle timeout.
 
 mod common;
 
@@ -175,4 +176,120 @@ async fn uploads_beyond_the_slots_or_the_byte_budget_are_refused_at_once() {
         .await
         .expect("admitted once the budget is free");
     assert_eq!(screened.decision, Decision::NoVoice as i32);
+}
+
+/// The inline entry (`NAME:ROLE:SHA256`) of a fresh screen-role token named `name`, and the
+/// token.
+fn screen_token(name: &str) -> (String, String) {
+    let printed: serde_json::Value = serde_json::from_slice(&common::run_vocalguard(&[
+        "token", "new", "--json", "--name", name, "--role", "screen",
+    ]))
+    .unwrap();
+    let field = |key: &str| printed[key].as_str().unwrap().to_string();
+    (field("inline"), field("token"))
+}
+
+/// `message` sent with `token`.
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_streams_hold_only_their_partys_share_and_are_dropped_when_idle() {
+    const IDLE_S: u64 = 5;
+    let data = tempfile::tempdir().unwrap();
+    let (stalling_entry, stalling) = screen_token("stalling-client");
+    let (platform_entry, platform) = screen_token("platform");
+    let idle = IDLE_S.to_string();
+    let server = ServerProcess::start_with_env(
+        data.path(),
+        &[
+            "--max-concurrent-uploads",
+            "8",
+            "--max-uploads-per-party",
+            "4",
+            "--upload-idle-timeout",
+            &idle,
+        ],
+        &[(
+            "VOCALGUARD_TOKENS",
+            &format!("{stalling_entry};{platform_entry}"),
+        )],
+    );
+    let metrics = server.metrics_addr.clone().unwrap();
+    let clients = Clients::connect(&server.url()).await;
+
+    // One client opens six streams that send their metadata and 100 bytes, then go quiet.
+    let mut quiet = Vec::new();
+    let mut stalled = Vec::new();
+    for i in 0..6 {
+        let (send, receive) = mpsc::channel(4);
+        send.send(screen_messages(metadata(&format!("stalled-{i}")), &[]).remove(0))
+            .await
+            .unwrap();
+        send.send(chunk(&[0; 100])).await.unwrap();
+        quiet.push(send);
+        let mut screening = clients.screening.clone();
+        let request = bearer(ReceiverStream::new(receive), &stalling);
+        stalled.push(tokio::spawn(async move { screening.screen(request).await }));
+    }
+    wait_for(
+        &metrics,
+        r#"vocalguard_uploads_refused_total{reason="party"}"#,
+        2.0,
+    )
+    .await;
+    wait_for(&metrics, "vocalguard_uploads_in_flight", 4.0).await;
+
+    // Another party's upload still gets a slot and is screened while they stall.
+    let silence = wav_bytes(&vec![0.0; 5 * 16_000], 16_000);
+    let messages = screen_messages(metadata("legitimate"), &silence);
+    let screened = clients
+        .screening
+        .clone()
+        .screen(bearer(tokio_stream::iter(messages), &platform))
+        .await
+        .expect("the other party's upload is admitted")
+        .into_inner();
+    assert_eq!(screened.decision, Decision::NoVoice as i32);
+    assert_eq!(
+        metric(&metrics, "vocalguard_uploads_in_flight"),
+        4.0,
+        "the stalled streams still hold their slots"
+    );
+
+    // After the idle timeout the quiet streams are dropped with a reason, their slots freed.
+    let mut codes = Vec::new();
+    for call in stalled {
+        let status = call.await.unwrap().unwrap_err();
+        match status.code() {
+            Code::ResourceExhausted => {
+                assert!(status.message().contains("its share"), "{status:?}")
+            }
+            Code::DeadlineExceeded => {
+                assert!(status.message().contains("upload stalled"), "{status:?}")
+            }
+            other => panic!("a stalled stream ended with {other:?}: {status:?}"),
+        }
+        codes.push(status.code());
+    }
+    codes.sort_by_key(|c| *c as i32);
+    assert_eq!(
+        codes,
+        [
+            vec![Code::DeadlineExceeded; 4],
+            vec![Code::ResourceExhausted; 2]
+        ]
+        .concat()
+    );
+    drop(quiet);
+    wait_for(&metrics, "vocalguard_uploads_in_flight", 0.0).await;
+    assert_eq!(
+        metric(&metrics, "vocalguard_upload_idle_timeouts_total"),
+        4.0
+    );
 }

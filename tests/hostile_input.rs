@@ -4,10 +4,10 @@
 //! decision) within a time bound, and the server answers a health check after each.
 
 mod common;
-#[path = "hostile_input/cut.rs"]
-mod cut;
 #[path = "hostile_input/forge.rs"]
 mod forge;
+#[path = "hostile_input/raw_grpc.rs"]
+mod raw_grpc;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -588,7 +588,7 @@ async fn hostile_input_gets_typed_errors_quickly_and_the_server_stays_healthy() 
     // A stream whose last message is cut short: the client ends the stream mid-message.
     let start = Instant::now();
     let (code, message) =
-        cut::screen_cut_mid_chunk(&server.addr, track_metadata("cut"), 1000, true)
+        raw_grpc::screen_cut_mid_chunk(&server.addr, track_metadata("cut"), 1000, true)
             .await
             .expect("a status");
     assert_eq!(Code::from_i32(code), Code::InvalidArgument, "{message}");
@@ -599,11 +599,28 @@ async fn hostile_input_gets_typed_errors_quickly_and_the_server_stays_healthy() 
     // A client that drops its connection mid-message: nothing to answer, but the server stays
     // healthy and the next call works.
     assert!(
-        cut::screen_cut_mid_chunk(&server.addr, track_metadata("dropped"), 30_000, false)
+        raw_grpc::screen_cut_mid_chunk(&server.addr, track_metadata("dropped"), 30_000, false)
             .await
             .is_none()
     );
     assert_serving(&mut health, "a connection dropped mid-message").await;
+
+    // Whole messages whose bytes are not protobuf (a field tag of 0, then a truncated
+    // varint): the client's fault, INVALID_ARGUMENT, for a unary call and for an upload.
+    for path in [
+        "/vocalguard.v1.RegistryService/GetArtist",
+        "/vocalguard.v1.ScreeningService/Screen",
+    ] {
+        let (code, message) =
+            raw_grpc::call_with_raw_message(&server.addr, path, &[0x00, 0xFF, 0xFF]).await;
+        assert_eq!(
+            Code::from_i32(code),
+            Code::InvalidArgument,
+            "{path}: {message}"
+        );
+        assert!(message.contains("does not decode"), "{path}: {message}");
+    }
+    assert_serving(&mut health, "malformed message bodies").await;
     let after = clients
         .screen_bytes(
             "after the drop",
@@ -616,4 +633,147 @@ async fn hostile_input_gets_typed_errors_quickly_and_the_server_stays_healthy() 
     assert_eq!(decision(&after), "DECISION_NO_VOICE");
 
     assert!(cases.len() >= 30, "{} cases", cases.len());
+}
+
+/// Checks that `result` failed with `code`, a message under 300 bytes that says how long the
+/// value was, and no more than a short prefix of it.
+fn assert_short_refusal<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+    what: &str,
+    length: usize,
+) {
+    let status = result.expect_err(what);
+    assert_eq!(status.code(), code, "{what}: {status:?}");
+    let message = status.message();
+    assert!(message.len() < 300, "{what}: {} bytes", message.len());
+    assert!(
+        message.contains(&format!("({length} characters)")),
+        "{what}: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_ids_are_refused_by_their_code_with_a_short_message() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    let mut clients = Clients::connect(&server.url()).await;
+    clients.create_artist(ARTIST, "Hostile Artist").await;
+    let silence = forge::wav(&[vec![0.0; 16_000]], 16_000, false);
+
+    // 16,300 characters broke the reply header before; 5 MB also flooded the log.
+    for length in [16_300, 5_000_000] {
+        let long = "a".repeat(length);
+        let registry = &mut clients.registry;
+        assert_short_refusal(
+            registry
+                .get_artist(GetArtistRequest {
+                    artist_id: long.clone(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "GetArtist",
+            length,
+        );
+        assert_short_refusal(
+            registry
+                .create_artist(CreateArtistRequest {
+                    artist_id: long.clone(),
+                    display_name: "Long".into(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "CreateArtist",
+            length,
+        );
+        assert_short_refusal(
+            registry
+                .delete_voiceprint(DeleteVoiceprintRequest {
+                    voiceprint_id: long.clone(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "DeleteVoiceprint",
+            length,
+        );
+        assert_short_refusal(
+            registry
+                .grant_authorization(GrantAuthorizationRequest {
+                    artist_id: ARTIST.into(),
+                    party_id: long.clone(),
+                    note: String::new(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "GrantAuthorization",
+            length,
+        );
+        assert_short_refusal(
+            registry
+                .revoke_authorization(RevokeAuthorizationRequest {
+                    artist_id: long.clone(),
+                    party_id: "p".into(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "RevokeAuthorization",
+            length,
+        );
+        assert_short_refusal(
+            registry
+                .list_audit_events(ListAuditEventsRequest {
+                    page_token: long.clone(),
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+            "ListAuditEvents page_token",
+            length,
+        );
+        let enroll = common::grpc::enroll_messages(&long, &silence);
+        assert_short_refusal(
+            registry.enroll_voiceprint(tokio_stream::iter(enroll)).await,
+            Code::InvalidArgument,
+            "EnrollVoiceprint",
+            length,
+        );
+        for (field, metadata) in [
+            (
+                "uploader_party_id",
+                TrackMetadata {
+                    uploader_party_id: long.clone(),
+                    ..track_metadata("long-uploader")
+                },
+            ),
+            (
+                "credited_artist_ids",
+                TrackMetadata {
+                    credited_artist_ids: vec![long.clone()],
+                    ..track_metadata("long-credit")
+                },
+            ),
+            (
+                "track_id",
+                TrackMetadata {
+                    track_id: long.clone(),
+                    ..track_metadata("")
+                },
+            ),
+        ] {
+            assert_short_refusal(
+                clients
+                    .screening
+                    .screen_clip(ScreenClipRequest {
+                        metadata: Some(metadata),
+                        audio: silence.clone(),
+                    })
+                    .await,
+                Code::InvalidArgument,
+                field,
+                length,
+            );
+        }
+    }
+    let log = server.log_text();
+    assert!(log.len() < 64 * 1024, "the log grew to {} bytes", log.len());
 }

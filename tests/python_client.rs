@@ -1,5 +1,7 @@
 //! A client in another language: `tests/python/vocalguard_client.py`, a Python grpcio client on
-//! stubs generated from `proto/`, enrolls and screens against a real `vocalguard serve`.
+//! stubs generated from `proto/`, enrolls and screens against a real `vocalguard serve`, and
+//! the standard Python reflection client (grpcio-reflection, reflection `v1alpha`) lists and
+//! resolves its services, as a `v1` reflection call does.
 //!
 //! The packages pinned in `tests/python/requirements.txt` are installed from PyPI into a venv
 //! under the target's temporary folder, made once and reused while the requirements stay the
@@ -159,9 +161,9 @@ impl Harness {
         command
             .arg(manifest_dir().join("tests/python/vocalguard_client.py"))
             .args(["--server", &self.server.addr])
+            .args(["enroll-and-screen", "--artist-id", artist_id])
             .arg("--stubs")
             .arg(&self.stubs)
-            .args(["enroll-and-screen", "--artist-id", artist_id])
             .args(["--display-name", &format!("Speaker {artist_id}")])
             .arg("--enroll")
             .args(enrolled)
@@ -276,5 +278,51 @@ fn python_client_enrolls_and_screens() {
     assert!(
         second_version > first_version,
         "the registry grew between the runs"
+    );
+}
+
+#[test]
+fn python_reflection_client_lists_and_resolves_the_services() {
+    let Some(python) = python_with_requirements() else {
+        return;
+    };
+    let data_dir = tempfile::TempDir::new().unwrap();
+    let server = ServerProcess::start(data_dir.path(), &[]);
+    let output = run(Command::new(&python)
+        .arg(manifest_dir().join("tests/python/vocalguard_client.py"))
+        .args(["--server", &server.addr, "reflect"]))
+    .unwrap_or_else(|why| {
+        panic!(
+            "the reflection client failed: {why}\n--- server log ---\n{}",
+            server.log_text()
+        )
+    });
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {}", output_text(&output)));
+    let names = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} missing: {report:#}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let v1alpha = names("v1alpha_services");
+    for service in [
+        "vocalguard.v1.ScreeningService",
+        "vocalguard.v1.RegistryService",
+        "vocalguard.v1.PingService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            v1alpha.iter().any(|s| s == service),
+            "{service}: {report:#}"
+        );
+    }
+    assert_eq!(v1alpha, names("v1_services"), "{report:#}");
+    let methods = names("screening_methods");
+    assert!(
+        methods.iter().any(|m| m == "Screen") && methods.iter().any(|m| m == "ScreenClip"),
+        "{report:#}"
     );
 }

@@ -71,6 +71,15 @@ pub struct ServeArgs {
     /// that calls get RESOURCE_EXHAUSTED [default: 64].
     #[arg(long, env = "VOCALGUARD_MAX_CONCURRENT_UPLOADS", value_name = "N")]
     max_concurrent_uploads: Option<usize>,
+    /// Upload slots one caller (an API token, or a peer address when access control is off)
+    /// may hold at once; beyond that its calls get RESOURCE_EXHAUSTED [default: 16].
+    #[arg(long, env = "VOCALGUARD_MAX_UPLOADS_PER_PARTY", value_name = "N")]
+    max_uploads_per_party: Option<usize>,
+    /// Longest a client may go without sending an upload message (the metadata, the next
+    /// chunk, or the end of the stream) before the call is dropped with DEADLINE_EXCEEDED,
+    /// seconds [default: 15].
+    #[arg(long, env = "VOCALGUARD_UPLOAD_IDLE_TIMEOUT", value_name = "SECONDS")]
+    upload_idle_timeout: Option<f64>,
     /// Upload bytes all calls together may hold in memory; beyond that calls get
     /// RESOURCE_EXHAUSTED [default: 1073741824, 1 GiB].
     #[arg(long, env = "VOCALGUARD_MAX_BUFFERED_BYTES", value_name = "BYTES")]
@@ -200,6 +209,14 @@ impl ServeArgs {
         set(
             &mut c.limits.max_concurrent_uploads,
             &self.max_concurrent_uploads,
+        );
+        set(
+            &mut c.limits.max_uploads_per_party,
+            &self.max_uploads_per_party,
+        );
+        set(
+            &mut c.limits.upload_idle_timeout_s,
+            &self.upload_idle_timeout,
         );
         set(&mut c.limits.max_buffered_bytes, &self.max_buffered_bytes);
         set(&mut c.limits.request_timeout_s, &self.request_timeout);

@@ -199,7 +199,7 @@ impl Registry {
         let artist_id = if artist_id.is_empty() {
             format!("artist-{}", random_hex(6))
         } else {
-            validate_id("artist_id", artist_id, 64)?;
+            validate_artist_id(artist_id)?;
             artist_id.to_string()
         };
         let display_name = display_name.trim();
@@ -225,6 +225,7 @@ impl Registry {
 
     /// One artist with its counts.
     pub fn artist(&self, artist_id: &str) -> Result<ArtistSummary, RegistryError> {
+        validate_artist_id(artist_id)?;
         let artist = self
             .store()
             .artist(artist_id)?
@@ -241,6 +242,9 @@ impl Registry {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<ArtistSummary>, u64, bool), RegistryError> {
+        if let Some(after) = after {
+            validate_id("page_token", after, MAX_ID_CHARS)?;
+        }
         let (mut page, total) = self.store().artists_after(after, limit + 1)?;
         let more = page.len() > limit;
         page.truncate(limit);
@@ -259,6 +263,7 @@ impl Registry {
         origin: &Origin,
         artist_id: &str,
     ) -> Result<(Counts, u64), RegistryError> {
+        validate_artist_id(artist_id)?;
         let w = self.mirror.lock_writer();
         let (counts, version) = self.store().delete_artist(origin, artist_id)?;
         self.mirror.advance(
@@ -282,6 +287,7 @@ impl Registry {
         description: &str,
         references: &[Embedding],
     ) -> Result<Enrolled, RegistryError> {
+        validate_artist_id(artist_id)?;
         if description.chars().count() > MAX_TEXT {
             return Err(RegistryError::Invalid(format!(
                 "description must be at most {MAX_TEXT} characters"
@@ -424,6 +430,7 @@ impl Registry {
         origin: &Origin,
         voiceprint_id: &str,
     ) -> Result<u64, RegistryError> {
+        validate_id("voiceprint_id", voiceprint_id, MAX_ID_CHARS)?;
         let w = self.mirror.lock_writer();
         let (_, version) = self.store().delete_voiceprint(origin, voiceprint_id)?;
         self.mirror.advance(
@@ -443,6 +450,7 @@ impl Registry {
         party_id: &str,
         note: &str,
     ) -> Result<Authorization, RegistryError> {
+        validate_artist_id(artist_id)?;
         validate_party(party_id)?;
         if note.chars().count() > MAX_TEXT {
             return Err(RegistryError::Invalid(format!(
@@ -472,6 +480,8 @@ impl Registry {
         artist_id: &str,
         party_id: &str,
     ) -> Result<u64, RegistryError> {
+        validate_artist_id(artist_id)?;
+        validate_party(party_id)?;
         let w = self.mirror.lock_writer();
         let version = self
             .store()
@@ -492,6 +502,8 @@ impl Registry {
 
     /// Whether `party_id` is authorized by `artist_id`.
     pub fn is_authorized(&self, artist_id: &str, party_id: &str) -> Result<bool, RegistryError> {
+        validate_artist_id(artist_id)?;
+        validate_party(party_id)?;
         Ok(self.store().authorization(artist_id, party_id)?.is_some())
     }
 
@@ -500,6 +512,9 @@ impl Registry {
         &self,
         query: &AuditQuery,
     ) -> Result<(Vec<AuditEvent>, bool), RegistryError> {
+        if let Some(artist_id) = &query.artist_id {
+            validate_artist_id(artist_id)?;
+        }
         self.store().audit_events(query)
     }
 
@@ -527,6 +542,7 @@ impl Registry {
 
     /// An artist's record, if it exists.
     pub fn find_artist(&self, artist_id: &str) -> Result<Option<Artist>, RegistryError> {
+        validate_artist_id(artist_id)?;
         self.store().artist(artist_id)
     }
 
@@ -578,6 +594,17 @@ pub fn open_store(
     })
 }
 
+/// The longest artist or voiceprint id, in characters (all from `[A-Za-z0-9._-]`).
+pub const MAX_ID_CHARS: usize = 64;
+
+/// The longest party id, in characters.
+pub const MAX_PARTY_CHARS: usize = 128;
+
+/// Checks an artist id: 1-[`MAX_ID_CHARS`] characters from `[A-Za-z0-9._-]`.
+pub fn validate_artist_id(artist_id: &str) -> Result<(), RegistryError> {
+    validate_id("artist_id", artist_id, MAX_ID_CHARS)
+}
+
 /// Checks an id: 1-`max` characters from `[A-Za-z0-9._-]`.
 fn validate_id(field: &str, id: &str, max: usize) -> Result<(), RegistryError> {
     let ok = !id.is_empty()
@@ -589,17 +616,19 @@ fn validate_id(field: &str, id: &str, max: usize) -> Result<(), RegistryError> {
         Ok(())
     } else {
         Err(RegistryError::Invalid(format!(
-            "{field} must be 1-{max} characters from [A-Za-z0-9._-], got {id:?}"
+            "{field} must be 1-{max} characters from [A-Za-z0-9._-], got {}",
+            crate::echo::quote(id)
         )))
     }
 }
 
-/// Checks a party id: 1-128 printable characters, no control characters.
+/// Checks a party id: 1-[`MAX_PARTY_CHARS`] printable characters, no control characters.
 pub fn validate_party(party_id: &str) -> Result<(), RegistryError> {
     let n = party_id.chars().count();
-    if n == 0 || n > 128 || party_id.chars().any(char::is_control) {
+    if n == 0 || n > MAX_PARTY_CHARS || party_id.chars().any(char::is_control) {
         return Err(RegistryError::Invalid(format!(
-            "party_id must be 1-128 printable characters, got {party_id:?}"
+            "party_id must be 1-{MAX_PARTY_CHARS} printable characters, got {}",
+            crate::echo::quote(party_id)
         )));
     }
     Ok(())

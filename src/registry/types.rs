@@ -13,7 +13,7 @@ use crate::scoring::asnorm::AsNorm;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// No such record.
-    #[error("{what} '{id}' not found")]
+    #[error("{what} {} not found", crate::echo::quote(.id))]
     NotFound {
         /// Kind of record.
         what: &'static str,
@@ -21,7 +21,7 @@ pub enum RegistryError {
         id: String,
     },
     /// The id is taken.
-    #[error("{what} '{id}' already exists")]
+    #[error("{what} {} already exists", crate::echo::quote(.id))]
     AlreadyExists {
         /// Kind of record.
         what: &'static str,

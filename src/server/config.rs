@@ -160,6 +160,13 @@ pub struct Limits {
     /// Calls that may hold audio at once (receiving it, or waiting on its processing); beyond
     /// that, RESOURCE_EXHAUSTED at once.
     pub max_concurrent_uploads: usize,
+    /// Upload slots one party (an API token's name, or the peer address when access control
+    /// is off) may hold at once, so that one client cannot take them all; capped at
+    /// `max_concurrent_uploads`.
+    pub max_uploads_per_party: usize,
+    /// Longest a client may go without sending an upload message before its call is dropped
+    /// with DEADLINE_EXCEEDED (and its slot freed), seconds.
+    pub upload_idle_timeout_s: f64,
     /// Upload bytes all calls together may hold in memory; a chunk that would pass it gets
     /// RESOURCE_EXHAUSTED. At least `max_upload_bytes`.
     pub max_buffered_bytes: u64,
@@ -173,6 +180,8 @@ impl Default for Limits {
             max_message_bytes: 16 * 1024 * 1024,
             request_timeout_s: 120.0,
             max_concurrent_uploads: 64,
+            max_uploads_per_party: 16,
+            upload_idle_timeout_s: 15.0,
             max_buffered_bytes: 1024 * 1024 * 1024,
         }
     }
@@ -366,6 +375,12 @@ impl ServerConfig {
         }
         if !(l.request_timeout_s > 0.0 && l.request_timeout_s.is_finite()) {
             return invalid("request_timeout_s must be a positive number of seconds".into());
+        }
+        if l.max_uploads_per_party == 0 {
+            return invalid("max_uploads_per_party must be at least 1".into());
+        }
+        if !(l.upload_idle_timeout_s > 0.0 && l.upload_idle_timeout_s.is_finite()) {
+            return invalid("upload_idle_timeout_s must be a positive number of seconds".into());
         }
         if self.inference.queue_capacity == 0 || self.inference.max_batch == 0 {
             return invalid(

@@ -11,6 +11,12 @@ use crate::registry::{self, ArtistSummary, AuditAction, RegistryError, Voiceprin
 use crate::scoring::hubness::NEAR_RATE;
 use crate::screening::{self, AiDisclosure, Decision, Flag, ReviewReason, ScreeningError, Verdict};
 
+/// The longest track id, in characters.
+pub const MAX_TRACK_ID_CHARS: usize = 256;
+
+/// The most artists one upload may credit.
+pub const MAX_CREDITED_ARTISTS: usize = 100;
+
 /// A registry error as a status.
 pub fn registry_status(e: RegistryError) -> Status {
     let message = e.to_string();
@@ -151,17 +157,26 @@ pub fn audit_event(e: registry::AuditEvent) -> proto::AuditEvent {
 /// Core upload description from wire metadata, checked.
 pub fn upload(m: proto::TrackMetadata) -> Result<screening::Upload, Status> {
     if m.track_id.is_empty()
-        || m.track_id.chars().count() > 256
+        || m.track_id.chars().count() > MAX_TRACK_ID_CHARS
         || m.track_id.chars().any(char::is_control)
     {
-        return Err(Status::invalid_argument(
-            "metadata.track_id must be 1-256 printable characters",
-        ));
+        return Err(Status::invalid_argument(format!(
+            "metadata.track_id must be 1-{MAX_TRACK_ID_CHARS} printable characters, got {}",
+            crate::echo::quote(&m.track_id)
+        )));
     }
     registry::validate_party(&m.uploader_party_id)
         .map_err(|e| Status::invalid_argument(format!("metadata.uploader_party_id: {e}")))?;
-    if m.credited_artist_ids.len() > 100 {
-        return Err(Status::invalid_argument("at most 100 credited artists"));
+    if m.credited_artist_ids.len() > MAX_CREDITED_ARTISTS {
+        return Err(Status::invalid_argument(format!(
+            "metadata.credited_artist_ids: at most {MAX_CREDITED_ARTISTS} credited artists, got {}",
+            m.credited_artist_ids.len()
+        )));
+    }
+    for (i, id) in m.credited_artist_ids.iter().enumerate() {
+        registry::validate_artist_id(id).map_err(|e| {
+            Status::invalid_argument(format!("metadata.credited_artist_ids[{i}]: {e}"))
+        })?;
     }
     let ai_disclosure = match proto::AiDisclosure::try_from(m.ai_disclosure) {
         Ok(proto::AiDisclosure::None) => AiDisclosure::None,

@@ -52,6 +52,7 @@ pub struct Metrics {
     uploads_in_flight: IntGauge,
     upload_bytes: IntGauge,
     uploads_refused: IntCounterVec,
+    upload_idle_timeouts: IntCounter,
     batch_windows: Histogram,
     pass_inputs: Histogram,
     pass_callers: Histogram,
@@ -146,9 +147,17 @@ impl Metrics {
                     Opts::new(
                         "vocalguard_uploads_refused_total",
                         "Uploads refused admission, by reason (slots: too many uploads at once; \
-                         bytes: the buffered-bytes budget was spent).",
+                         party: the caller holds its share of the slots; bytes: the \
+                         buffered-bytes budget was spent).",
                     ),
                     &["reason"],
+                ),
+            ),
+            upload_idle_timeouts: register(
+                &registry,
+                IntCounter::new(
+                    "vocalguard_upload_idle_timeouts_total",
+                    "Uploads dropped because the client sent nothing for the idle timeout.",
                 ),
             ),
             batch_windows: register(
@@ -242,7 +251,7 @@ impl Metrics {
         for reason in ["expired", "cancelled"] {
             metrics.dropped.with_label_values(&[reason]);
         }
-        for reason in ["slots", "bytes"] {
+        for reason in ["slots", "party", "bytes"] {
             metrics.uploads_refused.with_label_values(&[reason]);
         }
         metrics
@@ -288,9 +297,14 @@ impl Metrics {
         self.upload_bytes.set(saturating_i64(bytes));
     }
 
-    /// Counts one upload refused admission: `"slots"` or `"bytes"`.
+    /// Counts one upload refused admission: `"slots"`, `"party"` or `"bytes"`.
     pub fn record_upload_refused(&self, reason: &str) {
         self.uploads_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts one upload dropped for sending nothing within the idle timeout.
+    pub fn record_upload_idle_timeout(&self) {
+        self.upload_idle_timeouts.inc();
     }
 
     /// Records how many encoder windows (partials) one inference job ran.

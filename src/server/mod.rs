@@ -1,5 +1,5 @@
 //! The gRPC server: thin tonic services over the core (registry, screening), the standard
-//! health and reflection services, Prometheus metrics on a separate port, and graceful
+//! health and reflection (v1 and v1alpha) services, Prometheus metrics on a separate port, and graceful
 //! shutdown. Decoding and inference run on a bounded worker pool, never on the executor.
 
 pub mod admission;
@@ -59,6 +59,9 @@ pub struct CallContext {
     pub request_id: String,
     /// The caller's name, or [`Caller::ANONYMOUS`] when access control is off.
     pub caller: String,
+    /// Who holds the call's upload slot for the per-party share: `token:NAME`, or
+    /// `peer:IP` when access control is off.
+    pub party: String,
 }
 
 impl CallContext {
@@ -85,20 +88,27 @@ impl Core {
         F: FnOnce(CallContext, R) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        let peer = request.remote_addr();
         let (metadata, extensions, message) = request.into_parts();
         let request_id = telemetry::request_id_from(&metadata);
         let default = Duration::from_secs_f64(self.config.limits.request_timeout_s);
         let deadline = request::deadline(&metadata, default);
-        let caller = extensions
-            .get::<Caller>()
+        let authenticated = extensions.get::<Caller>();
+        let caller = authenticated
             .map_or(Caller::ANONYMOUS, |c| c.name.as_str())
             .to_string();
+        let party = match (authenticated, peer) {
+            (Some(c), _) => format!("token:{}", c.name),
+            (None, Some(addr)) => format!("peer:{}", addr.ip()),
+            (None, None) => "peer:unknown".to_string(),
+        };
         let span = tracing::info_span!("request", request_id = %request_id, method);
         let started = Instant::now();
         let context = CallContext {
             deadline,
             request_id: request_id.clone(),
             caller,
+            party,
         };
         let outcome = async {
             match tokio::time::timeout_at(deadline.into(), handle(context, message)).await {
@@ -109,7 +119,8 @@ impl Core {
             }
         }
         .instrument(span.clone())
-        .await;
+        .await
+        .map_err(bounded_status);
         let elapsed = started.elapsed();
         let code = outcome.as_ref().map_or_else(Status::code, |_| Code::Ok);
         self.metrics.record_request(method, code, elapsed);
@@ -157,6 +168,15 @@ impl Core {
         }
     }
 
+    /// How upload streams of `max_files` files are read, from the configuration.
+    fn upload_rules(&self, max_files: usize) -> request::UploadRules {
+        request::UploadRules {
+            max_bytes: self.config.limits.max_upload_bytes,
+            max_files,
+            idle_timeout: Duration::from_secs_f64(self.config.limits.upload_idle_timeout_s),
+        }
+    }
+
     /// Decoding limits from the configuration.
     fn decode_limits(&self) -> DecodeLimits {
         DecodeLimits {
@@ -170,6 +190,20 @@ impl Core {
         self.metrics
             .set_registry(artists, voiceprints, self.registry.version());
     }
+}
+
+/// The longest status message a reply carries, in bytes. gRPC sends it in a header, which
+/// clients cap (8-16 KB); messages are written to stay far below this, which only catches
+/// what slipped through.
+const MAX_STATUS_MESSAGE_BYTES: usize = 1024;
+
+/// `status` with its message cut to [`MAX_STATUS_MESSAGE_BYTES`].
+fn bounded_status(status: Status) -> Status {
+    if status.message().len() <= MAX_STATUS_MESSAGE_BYTES {
+        return status;
+    }
+    let message = crate::echo::truncate(status.message(), MAX_STATUS_MESSAGE_BYTES);
+    Status::new(status.code(), message)
 }
 
 /// Whether a status reports a problem with the request rather than with the server: those are
@@ -314,11 +348,24 @@ pub async fn serve(mut config: ServerConfig, embedder: Embedder) -> Result<()> {
         .set_serving::<ScreeningServiceServer<screening_api::ScreeningApi>>()
         .await;
     health.set_serving::<PingServiceServer<Ping>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1 and, for older tools (grpcio-reflection, grpc_cli), v1alpha: both list
+    // the same services, each reflection version among them.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .include_reflection_service(false)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
         .context("building the reflection service")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("building the v1alpha reflection service")?;
     let model_calibration = embedder.model().card().calibration();
     let scoring = config.scoring(&model, model_calibration)?;
     let max_message = config.limits.max_message_bytes;
@@ -337,6 +384,7 @@ pub async fn serve(mut config: ServerConfig, embedder: Embedder) -> Result<()> {
         pool: InferencePool::new(workers, config.inference.queue_capacity, metrics.clone()),
         uploads: UploadBudget::new(
             config.limits.max_concurrent_uploads,
+            config.limits.max_uploads_per_party,
             config.limits.max_buffered_bytes,
             metrics.clone(),
         ),
@@ -380,7 +428,8 @@ pub async fn serve(mut config: ServerConfig, embedder: Embedder) -> Result<()> {
     server
         .layer(auth::AuthLayer::new(tokens, core.metrics.clone()))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(PingServiceServer::new(Ping { model }))
         .add_service(
             RegistryServiceServer::new(registry_api::RegistryApi::new(Arc::clone(&core)))

@@ -132,11 +132,10 @@ impl RegistryService for RegistryApi {
         let core = Arc::clone(&self.core);
         self.core
             .call("EnrollVoiceprint", request, |cx, stream| async move {
-                let limits = core.config.limits;
-                let mut permit = core.uploads.admit()?;
+                let mut permit = core.uploads.admit(&cx.party)?;
+                let rules = core.upload_rules(MAX_REFERENCES);
                 let (meta, files) =
-                    collect_files(stream, limits.max_upload_bytes, MAX_REFERENCES, &mut permit)
-                        .await?;
+                    collect_files(stream, rules, &mut permit, &core.metrics).await?;
                 let label = convert::label(meta.label)?;
                 let reg = Arc::clone(&core.registry);
                 let artist_id = meta.artist_id.clone();
@@ -317,7 +316,10 @@ impl RegistryService for RegistryApi {
                 let after_sequence = match r.page_token.as_str() {
                     "" => r.after_sequence,
                     token => token.parse().map_err(|_| {
-                        Status::invalid_argument(format!("malformed page_token {token:?}"))
+                        Status::invalid_argument(format!(
+                            "malformed page_token {}",
+                            crate::echo::quote(token)
+                        ))
                     })?,
                 };
                 let query = AuditQuery {

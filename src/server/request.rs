@@ -11,6 +11,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Status, Streaming};
 
 use super::admission::UploadPermit;
+use super::metrics::Metrics;
 use crate::proto::{
     enroll_voiceprint_request, screen_request, EnrollMetadata, EnrollVoiceprintRequest,
     ScreenRequest, TrackMetadata,
@@ -222,27 +223,53 @@ impl<M> UploadParser<M> {
     }
 }
 
+/// How an upload stream is read.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadRules {
+    /// Most audio bytes in all.
+    pub max_bytes: u64,
+    /// Most files (references) in one stream.
+    pub max_files: usize,
+    /// Longest wait for the client's next message.
+    pub idle_timeout: Duration,
+}
+
 /// Reads a one-file upload stream: see [`collect_files`].
 pub async fn collect_upload<R: UploadMessage>(
     stream: Streaming<R>,
-    max_bytes: u64,
+    rules: UploadRules,
     permit: &mut UploadPermit,
+    metrics: &Metrics,
 ) -> Result<(R::Metadata, Vec<u8>), Status> {
-    let (metadata, mut files) = collect_files(stream, max_bytes, 1, permit).await?;
+    let rules = UploadRules {
+        max_files: 1,
+        ..rules
+    };
+    let (metadata, mut files) = collect_files(stream, rules, permit, metrics).await?;
     Ok((metadata, files.remove(0)))
 }
 
-/// Reads an upload stream of up to `max_files` files with an [`UploadParser`], reserving
-/// each chunk's bytes on `permit` before keeping them (RESOURCE_EXHAUSTED when the server's
-/// upload budget is spent). A broken stream's error is passed on through [`broken_stream`].
+/// Reads an upload stream by `rules` with an [`UploadParser`], reserving each chunk's bytes
+/// on `permit` before keeping them (RESOURCE_EXHAUSTED when the server's upload budget is
+/// spent). A client that sends nothing for the idle timeout is dropped with
+/// DEADLINE_EXCEEDED (counted in `metrics`), which frees its slot; a broken stream's error is
+/// passed on through [`broken_stream`].
 pub async fn collect_files<R: UploadMessage>(
     mut stream: Streaming<R>,
-    max_bytes: u64,
-    max_files: usize,
+    rules: UploadRules,
     permit: &mut UploadPermit,
+    metrics: &Metrics,
 ) -> Result<(R::Metadata, Vec<Vec<u8>>), Status> {
-    let mut parser = UploadParser::with_files(max_bytes, max_files);
-    while let Some(message) = stream.message().await.map_err(broken_stream)? {
+    let mut parser = UploadParser::with_files(rules.max_bytes, rules.max_files);
+    loop {
+        let next = tokio::time::timeout(rules.idle_timeout, stream.message()).await;
+        let Ok(next) = next else {
+            metrics.record_upload_idle_timeout();
+            return Err(idle_upload(rules.idle_timeout));
+        };
+        let Some(message) = next.map_err(broken_stream)? else {
+            break;
+        };
         let part = message.into_part();
         if let Some(Part::Chunk(bytes)) = &part {
             permit.reserve(bytes.len())?;
@@ -250,6 +277,14 @@ pub async fn collect_files<R: UploadMessage>(
         parser.push(part)?;
     }
     Ok(parser.finish()?)
+}
+
+/// The status for an upload whose client went quiet for `idle`.
+fn idle_upload(idle: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the upload stalled: no message for {:.1} s (the server's upload idle timeout); send the next chunk or end the stream sooner",
+        idle.as_secs_f64()
+    ))
 }
 
 /// The status for an error reading the client's stream. tonic reports a message cut short or

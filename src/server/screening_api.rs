@@ -37,9 +37,9 @@ impl ScreeningService for ScreeningApi {
         self.core
             .call("Screen", request, |cx, stream| async move {
                 let deadline = cx.deadline;
-                let mut permit = core.uploads.admit()?;
+                let mut permit = core.uploads.admit(&cx.party)?;
                 let (meta, bytes) =
-                    collect_upload(stream, core.config.limits.max_upload_bytes, &mut permit)
+                    collect_upload(stream, core.upload_rules(1), &mut permit, &core.metrics)
                         .await?;
                 screen_bytes(core, meta, bytes, permit, deadline).await
             })
@@ -64,7 +64,7 @@ impl ScreeningService for ScreeningApi {
                 if r.audio.is_empty() {
                     return Err(Status::invalid_argument("no audio: the clip is empty"));
                 }
-                let mut permit = core.uploads.admit()?;
+                let mut permit = core.uploads.admit(&cx.party)?;
                 permit.reserve(r.audio.len())?;
                 screen_bytes(core, meta, r.audio, permit, deadline).await
             })

@@ -9,9 +9,16 @@ It generates nothing itself: `--stubs DIR` names the folder that holds the gener
 `enroll-and-screen` creates an artist, enrolls each `--enroll` file as a spoken voiceprint
 (streamed in 64 KiB chunks), optionally authorizes a party, then screens the `--screen` file
 twice, with the streaming `Screen` and with the unary `ScreenClip`, and prints one JSON object
-with both answers on stdout. A failed call prints its status code and details on stderr and
-exits 1. tests/python_client.rs runs it against a real server; the packages it needs are
-pinned in tests/python/requirements.txt.
+with both answers on stdout.
+
+`reflect` needs no stubs: it lists the server's services with grpcio-reflection's descriptor
+database (which speaks reflection `v1alpha`), resolves `vocalguard.v1.ScreeningService` through
+it to its methods, and lists the services again over reflection `v1` (the same messages on
+the `grpc.reflection.v1` path), printing all three as one JSON object.
+
+A failed call prints its status code and details on stderr and exits 1.
+tests/python_client.rs runs it against a real server; the packages it needs are pinned in
+tests/python/requirements.txt.
 """
 
 import argparse
@@ -21,6 +28,11 @@ import sys
 from pathlib import Path
 
 import grpc
+from google.protobuf import descriptor_pool
+from grpc_reflection.v1alpha import reflection_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 CHUNK_BYTES = 64 * 1024
 DEADLINE_S = 120.0
@@ -33,15 +45,18 @@ class CallFailed(Exception):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True, help="HOST:PORT of vocalguard serve")
-    parser.add_argument(
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "reflect", help="list the services over reflection v1alpha and v1 (no stubs needed)"
+    )
+    flow = commands.add_parser(
+        "enroll-and-screen", help="create an artist, enroll voiceprints, screen a file"
+    )
+    flow.add_argument(
         "--stubs",
         required=True,
         type=Path,
         help="folder holding the generated vocalguard/v1 modules",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    flow = commands.add_parser(
-        "enroll-and-screen", help="create an artist, enroll voiceprints, screen a file"
     )
     flow.add_argument("--artist-id", required=True)
     flow.add_argument("--display-name", required=True)
@@ -50,9 +65,10 @@ def parse_args(argv):
     flow.add_argument("--uploader", required=True, metavar="PARTY", help="uploader_party_id")
     flow.add_argument("--authorize", metavar="PARTY", help="party the artist authorizes first")
     args = parser.parse_args(argv)
-    for path in [*args.enroll, args.screen]:
-        if not path.is_file():
-            parser.error(f"{path} is not a file")
+    if args.command == "enroll-and-screen":
+        for path in [*args.enroll, args.screen]:
+            if not path.is_file():
+                parser.error(f"{path} is not a file")
     return args
 
 
@@ -211,12 +227,41 @@ def enroll_and_screen(pb, channel, args):
     }
 
 
+def reflect(channel):
+    """What reflection v1alpha and v1 say about the server."""
+    database = ProtoReflectionDescriptorDatabase(channel)
+    try:
+        v1alpha_services = sorted(database.get_services())
+        screening = descriptor_pool.DescriptorPool(database).FindServiceByName(
+            "vocalguard.v1.ScreeningService"
+        )
+        v1 = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        answers = v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                     timeout=DEADLINE_S)
+        v1_services = sorted(
+            service.name for answer in answers for service in answer.list_services_response.service
+        )
+    except grpc.RpcError as err:
+        raise CallFailed(f"reflection failed: {err.code().name}: {err.details()}") from err
+    return {
+        "v1alpha_services": v1alpha_services,
+        "v1_services": v1_services,
+        "screening_methods": [method.name for method in screening.methods],
+    }
+
+
 def main(argv):
     args = parse_args(argv)
-    pb = load_stubs(args.stubs)
     try:
         with grpc.insecure_channel(args.server) as channel:
-            report = enroll_and_screen(pb, channel, args)
+            if args.command == "reflect":
+                report = reflect(channel)
+            else:
+                report = enroll_and_screen(load_stubs(args.stubs), channel, args)
     except CallFailed as err:
         print(err, file=sys.stderr)
         return 1

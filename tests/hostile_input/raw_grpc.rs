@@ -1,5 +1,5 @@
-//! Uploads cut in the middle of a gRPC message, written frame by frame with `h2`: tonic's
-//! client only sends whole messages.
+//! Calls tonic's client cannot make, written frame by frame with `h2`: uploads cut in the
+//! middle of a gRPC message, and messages whose bytes are not the protobuf they claim to be.
 
 use bytes::Bytes;
 use prost::Message;
@@ -7,11 +7,42 @@ use vocalguard::proto::{screen_request, AudioChunk, ScreenRequest, TrackMetadata
 
 /// A gRPC length-prefixed message.
 fn grpc_frame(message: &impl Message) -> Vec<u8> {
-    let body = message.encode_to_vec();
+    raw_frame(&message.encode_to_vec())
+}
+
+/// `body` as one gRPC length-prefixed message, whatever its bytes.
+fn raw_frame(body: &[u8]) -> Vec<u8> {
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&body);
+    framed.extend_from_slice(body);
     framed
+}
+
+/// A POST of gRPC `path` on `addr`.
+fn grpc_request(addr: &str, path: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+/// Calls `path` on `addr` with one message whose bytes are `body`, ends the stream and
+/// returns the server's `(grpc-status, grpc-message)`.
+pub async fn call_with_raw_message(addr: &str, path: &str, body: &[u8]) -> (i32, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let (response, mut send) = client
+        .send_request(grpc_request(addr, path), false)
+        .unwrap();
+    send.send_data(Bytes::from(raw_frame(body)), true).unwrap();
+    status_of_response(response.await.unwrap())
+        .await
+        .expect("a status")
 }
 
 /// Opens a `Screen` call to `addr`, sends `meta` and the first `sent` bytes of a framed
@@ -28,15 +59,7 @@ pub async fn screen_cut_mid_chunk(
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     let connection = tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{addr}/vocalguard.v1.ScreeningService/Screen"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
+    let request = grpc_request(addr, "/vocalguard.v1.ScreeningService/Screen");
     let (response, mut send) = client.send_request(request, false).unwrap();
     let metadata = ScreenRequest {
         part: Some(screen_request::Part::Metadata(meta)),
@@ -58,7 +81,11 @@ pub async fn screen_cut_mid_chunk(
         connection.abort();
         return None;
     }
-    let response = response.await.unwrap();
+    status_of_response(response.await.unwrap()).await
+}
+
+/// The `(grpc-status, grpc-message)` of a response, from its headers or its trailers.
+async fn status_of_response(response: http::Response<h2::RecvStream>) -> Option<(i32, String)> {
     let (parts, mut body) = response.into_parts();
     let status_of = |headers: &http::HeaderMap| {
         let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
