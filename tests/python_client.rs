@@ -43,8 +43,15 @@ fn run(command: &mut Command) -> Result<Output, String> {
 }
 
 /// The venv's interpreter, with the pinned requirements installed; None (skip) when the venv
-/// cannot be made outside CI.
+/// cannot be made outside CI. The tests of this file run in parallel: the first makes the
+/// venv, the others wait for it and share it.
 fn python_with_requirements() -> Option<PathBuf> {
+    static VENV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    VENV.get_or_init(make_venv).clone()
+}
+
+/// Makes (or reuses) the venv of [`python_with_requirements`].
+fn make_venv() -> Option<PathBuf> {
     let requirements = manifest_dir().join("tests/python/requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).expect("reading requirements.txt");
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-client-venv");
