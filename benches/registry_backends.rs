@@ -59,6 +59,7 @@ fn origin() -> Origin {
     Origin {
         actor: "bench".into(),
         request_id: "bench".into(),
+        key: None,
     }
 }
 

@@ -229,6 +229,7 @@ fn enroll_in_process(pipeline: &Pipeline, speakers: &[Speaker]) -> Vec<Vec<PathB
     let origin = Origin {
         actor: "screening-bench".into(),
         request_id: "in-process".into(),
+        key: None,
     };
     speakers
         .iter()
@@ -387,6 +388,7 @@ async fn enroll_grpc(channel: Channel, speakers: &[Speaker]) -> Vec<Vec<PathBuf>
             .create_artist(proto::CreateArtistRequest {
                 artist_id: speaker.id.clone(),
                 display_name: display_name(speaker),
+                ..Default::default()
             })
             .await
             .expect("CreateArtist");
@@ -402,6 +404,7 @@ async fn enroll_grpc(channel: Channel, speakers: &[Speaker]) -> Vec<Vec<PathBuf>
                         artist_id: speaker.id.clone(),
                         label: proto::VoiceprintLabel::Speaking as i32,
                         description: file_name(path),
+                        ..Default::default()
                     },
                 )),
             }];

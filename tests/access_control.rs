@@ -172,6 +172,7 @@ async fn tokens_from_file_and_environment_enforce_roles() {
     let create = |id: &str| CreateArtistRequest {
         artist_id: id.into(),
         display_name: "Artist".into(),
+        ..Default::default()
     };
     let status = assert_code(
         clients.registry.create_artist(create("a1")).await,
@@ -260,6 +261,7 @@ async fn tokens_from_file_and_environment_enforce_roles() {
             .delete_artist(bearer(
                 DeleteArtistRequest {
                     artist_id: "a1".into(),
+                    ..Default::default()
                 },
                 &auditor.token,
             ))
@@ -487,6 +489,7 @@ async fn tls_with_a_generated_certificate() {
     let request = || CreateArtistRequest {
         artist_id: "tls-artist".into(),
         display_name: "Over TLS".into(),
+        ..Default::default()
     };
     assert_code(
         registry.create_artist(request()).await,

@@ -107,6 +107,7 @@ async fn the_trail_records_each_change_with_caller_and_request_id_and_survives_a
             CreateArtistRequest {
                 artist_id: "alpha".into(),
                 display_name: "Alpha".into(),
+                ..Default::default()
             },
             "client-req-1",
         ))
@@ -118,6 +119,7 @@ async fn the_trail_records_each_change_with_caller_and_request_id_and_survives_a
         .create_artist(CreateArtistRequest {
             artist_id: "beta".into(),
             display_name: "Beta".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -130,6 +132,7 @@ async fn the_trail_records_each_change_with_caller_and_request_id_and_survives_a
         .create_artist(CreateArtistRequest {
             artist_id: "alpha".into(),
             display_name: "Again".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -155,6 +158,7 @@ async fn the_trail_records_each_change_with_caller_and_request_id_and_survives_a
                 artist_id: "alpha".into(),
                 party_id: "label-x".into(),
                 note: "contract 12".into(),
+                ..Default::default()
             },
             "grant-1",
         ))
@@ -166,6 +170,7 @@ async fn the_trail_records_each_change_with_caller_and_request_id_and_survives_a
             RevokeAuthorizationRequest {
                 artist_id: "alpha".into(),
                 party_id: "label-x".into(),
+                ..Default::default()
             },
             "revoke-1",
         ))
@@ -178,6 +183,7 @@ async fn the_trail_records_each_change_with_caller_and_request_id_and_survives_a
         .delete_voiceprint(with_id(
             DeleteVoiceprintRequest {
                 voiceprint_id: voiceprint_id.clone(),
+                ..Default::default()
             },
             "delete-vp-1",
         ))
@@ -190,6 +196,7 @@ async fn the_trail_records_each_change_with_caller_and_request_id_and_survives_a
         .delete_artist(with_id(
             DeleteArtistRequest {
                 artist_id: "beta".into(),
+                ..Default::default()
             },
             "delete-beta",
         ))
@@ -463,6 +470,7 @@ async fn deleting_leaves_no_embedding_in_the_file_nor_a_match() {
     c.registry
         .delete_voiceprint(DeleteVoiceprintRequest {
             voiceprint_id: purged[0].0.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -475,6 +483,7 @@ async fn deleting_leaves_no_embedding_in_the_file_nor_a_match() {
         .registry
         .delete_artist(DeleteArtistRequest {
             artist_id: "purged".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

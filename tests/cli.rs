@@ -1,5 +1,6 @@
 //! The `vocalguard` binary end to end: embed, compare, model resolution (built-in, local
-//! directory, Hugging Face cache), errors and exit codes.
+//! directory, Hugging Face cache), errors and exit codes, and a registry write that retries
+//! while the server is not up yet, idempotent by its request id.
 
 mod common;
 
@@ -243,4 +244,63 @@ fn the_device_is_chosen_by_name_and_cuda_needs_a_cuda_build() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("--features cuda"), "{stderr}");
     }
+}
+
+#[test]
+fn a_write_waits_for_the_server_and_its_request_id_makes_a_rerun_harmless() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let create = |request_id: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vocalguard"));
+        cmd.args([
+            "artist",
+            "create",
+            "--display-name",
+            "Early Artist",
+            "--id",
+            "early",
+        ])
+        .args(["--server", &url, "--json", "--request-id", request_id])
+        .env_remove("VOCALGUARD_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    // Nothing listens yet: the CLI retries until the server is up.
+    let early = create("create-early-1").spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let data = tempfile::tempdir().unwrap();
+    let _server = common::server::ServerProcess::start_on(
+        &format!("127.0.0.1:{port}"),
+        data.path(),
+        &[],
+        &[],
+    );
+    let first = early.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("retrying"), "{stderr}");
+    let created: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(created["artist_id"], "early");
+
+    // Run again with the same request id: the first result, not ALREADY_EXISTS.
+    let rerun = create("create-early-1").output().unwrap();
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let replayed: serde_json::Value = serde_json::from_slice(&rerun.stdout).unwrap();
+    assert_eq!(replayed, created);
+    let fresh = create("create-early-2").output().unwrap();
+    assert!(!fresh.status.success());
+    assert!(
+        String::from_utf8_lossy(&fresh.stderr).contains("AlreadyExists"),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
 }

@@ -7,7 +7,8 @@
 //! acknowledged is there (a deletion: gone), and the one change per client task that was in
 //! flight at the kill is either wholly there or wholly absent. At the end every surviving
 //! voiceprint is found by screening its own enrollment audio, and deleted artists are found by
-//! none.
+//! none. A second test retries keyed enrollments (a request id each) after a SIGKILL, as a
+//! client that did not see the answer should, and finds every recording enrolled exactly once.
 
 mod common;
 
@@ -152,6 +153,7 @@ impl Log {
                 .create_artist(CreateArtistRequest {
                     artist_id: a.clone(),
                     display_name: format!("Artist {a}"),
+                    ..Default::default()
                 })
                 .await
                 .map(|_| None),
@@ -169,15 +171,19 @@ impl Log {
                 let Some(id) = self.ids.get(description).cloned() else {
                     return true;
                 };
-                r.delete_voiceprint(DeleteVoiceprintRequest { voiceprint_id: id })
-                    .await
-                    .map(|_| None)
+                r.delete_voiceprint(DeleteVoiceprintRequest {
+                    voiceprint_id: id,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| None)
             }
             Op::Grant { artist, party } => r
                 .grant_authorization(GrantAuthorizationRequest {
                     artist_id: artist.clone(),
                     party_id: party.clone(),
                     note: "crash test".into(),
+                    ..Default::default()
                 })
                 .await
                 .map(|_| None),
@@ -185,12 +191,14 @@ impl Log {
                 .revoke_authorization(RevokeAuthorizationRequest {
                     artist_id: artist.clone(),
                     party_id: party.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map(|_| None),
             Op::DeleteArtist(a) => r
                 .delete_artist(DeleteArtistRequest {
                     artist_id: a.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map(|_| None),
@@ -238,11 +246,22 @@ impl Log {
 }
 
 fn enroll_messages(artist: &str, description: &str, bytes: &[u8]) -> Vec<EnrollVoiceprintRequest> {
+    keyed_enroll_messages(artist, description, "", bytes)
+}
+
+/// [`enroll_messages`] with the idempotency key `request_id` (empty: none).
+fn keyed_enroll_messages(
+    artist: &str,
+    description: &str,
+    request_id: &str,
+    bytes: &[u8],
+) -> Vec<EnrollVoiceprintRequest> {
     let mut out = vec![EnrollVoiceprintRequest {
         part: Some(enroll_voiceprint_request::Part::Metadata(EnrollMetadata {
             artist_id: artist.into(),
             label: VoiceprintLabel::Speaking as i32,
             description: description.into(),
+            request_id: request_id.into(),
         })),
     }];
     out.extend(bytes.chunks(64 * 1024).map(|c| EnrollVoiceprintRequest {
@@ -588,4 +607,98 @@ async fn screen(clients: &mut Clients, file: &Path) -> ScreenResponse {
         .await
         .unwrap_or_else(|s| panic!("screening {}: {s:?}", file.display()))
         .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_enrollments_retried_after_sigkill_are_stored_once() {
+    let Some(root) = common::librispeech_mini() else {
+        return;
+    };
+    let speakers = test_other_speakers(&root);
+    let (speaker, utterances) = speakers.last().expect("a test-other speaker");
+    let files = longest(utterances, 6);
+    let artist = format!("retry-{speaker}");
+    let data = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(data.path(), &[]);
+    let mut clients = Clients::connect(&server.url()).await;
+    clients.create_artist(&artist, "Retried Artist").await;
+
+    // Enroll one file after another, each with its own request id, until the kill, which
+    // comes as the second answer arrives: the third enrollment is then on its way.
+    let (acked, mut second_ack) = tokio::sync::mpsc::channel::<()>(8);
+    let sender = {
+        let (url, artist, files) = (server.url(), artist.clone(), files.clone());
+        tokio::spawn(async move {
+            let mut clients = Clients::connect(&url).await;
+            let mut answers = Vec::new();
+            for (i, file) in files.iter().enumerate() {
+                let bytes = std::fs::read(file).unwrap();
+                let messages = keyed_enroll_messages(
+                    &artist,
+                    &description(file),
+                    &format!("enroll-{i}"),
+                    &bytes,
+                );
+                let answer = clients
+                    .registry
+                    .enroll_voiceprint(tokio_stream::iter(messages))
+                    .await
+                    .map(|r| r.into_inner());
+                let failed = answer.is_err();
+                answers.push(answer);
+                if failed {
+                    break;
+                }
+                let _ = acked.send(()).await;
+            }
+            answers
+        })
+    };
+    for _ in 0..2 {
+        second_ack
+            .recv()
+            .await
+            .expect("two enrollments are answered");
+    }
+    server.kill();
+    let first = tokio::time::timeout(Duration::from_secs(60), sender)
+        .await
+        .expect("the client ends once the server is gone")
+        .unwrap();
+
+    // The client retries every enrollment with its request id on the restarted server.
+    server = ServerProcess::start(data.path(), &[]);
+    let mut clients = Clients::connect(&server.url()).await;
+    for (i, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).unwrap();
+        let messages =
+            keyed_enroll_messages(&artist, &description(file), &format!("enroll-{i}"), &bytes);
+        let retried = clients
+            .registry
+            .enroll_voiceprint(tokio_stream::iter(messages))
+            .await
+            .unwrap_or_else(|s| panic!("retry {i}: {s:?}"))
+            .into_inner();
+        if let Some(Ok(answer)) = first.get(i) {
+            assert_eq!(&retried, answer, "retry {i} gets the first call's answer");
+        }
+    }
+    let stored = clients
+        .registry
+        .list_voiceprints(ListVoiceprintsRequest {
+            artist_id: artist.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .voiceprints;
+    let mut descriptions: Vec<String> = stored.iter().map(|v| v.description.clone()).collect();
+    descriptions.sort();
+    let mut wanted: Vec<String> = files.iter().map(|f| description(f)).collect();
+    wanted.sort();
+    assert_eq!(descriptions, wanted, "every recording once, none twice");
+    assert!(
+        first.len() < files.len() || first.iter().any(Result::is_err),
+        "the kill fell inside the burst"
+    );
 }

@@ -160,6 +160,7 @@ async fn send(clients: &mut Clients, case: &Case) -> Result<ScreenResponse, toni
                                 artist_id: ARTIST.into(),
                                 label: VoiceprintLabel::Speaking as i32,
                                 description: case.name.clone(),
+                                ..Default::default()
                             }))
                         }
                         Message::Chunk(c) => {
@@ -680,6 +681,7 @@ async fn oversized_ids_are_refused_by_their_code_with_a_short_message() {
                 .create_artist(CreateArtistRequest {
                     artist_id: long.clone(),
                     display_name: "Long".into(),
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,
@@ -690,6 +692,7 @@ async fn oversized_ids_are_refused_by_their_code_with_a_short_message() {
             registry
                 .delete_voiceprint(DeleteVoiceprintRequest {
                     voiceprint_id: long.clone(),
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,
@@ -702,6 +705,7 @@ async fn oversized_ids_are_refused_by_their_code_with_a_short_message() {
                     artist_id: ARTIST.into(),
                     party_id: long.clone(),
                     note: String::new(),
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,
@@ -713,6 +717,7 @@ async fn oversized_ids_are_refused_by_their_code_with_a_short_message() {
                 .revoke_authorization(RevokeAuthorizationRequest {
                     artist_id: long.clone(),
                     party_id: "p".into(),
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,

@@ -15,6 +15,7 @@ use vocalguard::embed::Embedding;
 use vocalguard::encoder::ModelId;
 use vocalguard::registry::backend::{PoolSettings, RegistryStore, StoreLocation};
 use vocalguard::registry::postgres::{migrations, PgStore};
+use vocalguard::registry::replay::WriteKey;
 use vocalguard::registry::{
     open_store, AuditQuery, EnrollmentPolicy, Origin, Registry, RegistryError, ScoreQuery, Scored,
     VoiceprintLabel,
@@ -33,6 +34,7 @@ fn me() -> Origin {
     Origin {
         actor: "test".into(),
         request_id: "req-1".into(),
+        key: None,
     }
 }
 
@@ -163,6 +165,64 @@ fn exercise(registry: &Registry) {
             && e.actor == "test"));
     let verified = registry.verify().unwrap();
     assert_eq!((verified.artists, verified.voiceprints), (1, 1));
+    keyed_writes_replay(registry);
+}
+
+/// A keyed enrollment and a keyed deletion, each retried: the retries get the first results
+/// and change nothing; the key reused for other audio is refused. Ends at version 13.
+fn keyed_writes_replay(registry: &Registry) {
+    let keyed = |request_id: &str, asked: &str| Origin {
+        key: Some(WriteKey {
+            request_id: request_id.into(),
+            fingerprint: asked.into(),
+        }),
+        ..me()
+    };
+    let enroll = keyed("k-enroll", "ana ref 4");
+    let first = registry
+        .enroll(
+            &enroll,
+            "ana",
+            VoiceprintLabel::Speaking,
+            "ref 4",
+            &[embedding(1, 0.03)],
+        )
+        .unwrap();
+    let again = registry
+        .enroll(
+            &enroll,
+            "ana",
+            VoiceprintLabel::Speaking,
+            "ref 4",
+            &[embedding(1, 0.03)],
+        )
+        .unwrap();
+    assert_eq!(
+        (&again.voiceprint.voiceprint_id, again.version),
+        (&first.voiceprint.voiceprint_id, first.version)
+    );
+    assert!(matches!(
+        registry.enroll(
+            &keyed("k-enroll", "ana ref 5"),
+            "ana",
+            VoiceprintLabel::Speaking,
+            "ref 5",
+            &[embedding(1, 0.04)]
+        ),
+        Err(RegistryError::Invalid(_))
+    ));
+    let delete = keyed("k-delete", "delete ref 4");
+    let version = registry
+        .delete_voiceprint(&delete, &first.voiceprint.voiceprint_id)
+        .unwrap();
+    assert_eq!(
+        registry
+            .delete_voiceprint(&delete, &first.voiceprint.voiceprint_id)
+            .unwrap(),
+        version
+    );
+    assert_eq!(registry.version(), 13);
+    assert_eq!(registry.voiceprints("ana").unwrap().len(), 1);
 }
 
 #[test]
@@ -175,9 +235,20 @@ fn registry_operations_behave_alike_on_both_stores() {
     let registry = open(&pg(&cluster));
     exercise(&registry);
     drop(registry);
-    // Reopened, the index is rebuilt from the database.
+    // Reopened, the index is rebuilt from the database, and keyed writes still replay.
     let again = open(&pg(&cluster));
-    assert_eq!(again.version(), 11);
+    assert_eq!(again.version(), 13);
+    let retried = Origin {
+        key: Some(WriteKey {
+            request_id: "k-delete".into(),
+            fingerprint: "delete ref 4".into(),
+        }),
+        ..me()
+    };
+    assert_eq!(
+        again.delete_voiceprint(&retried, "vp-gone-by-now").unwrap(),
+        13
+    );
     assert_eq!(again.index_status().voiceprints, 1);
     again.verify().unwrap();
 }
@@ -540,12 +611,12 @@ fn export_and_import_move_a_registry_between_stores_without_loss() {
     );
     assert_eq!(
         String::from_utf8_lossy(&first).lines().count(),
-        1 + 2 + 2 + 1 + 13
+        1 + 2 + 2 + 1 + 15
     );
 
     // The imported registries work: the PostgreSQL one serves and verifies.
     let imported = open(&pg(&cluster));
-    assert_eq!(imported.version(), 13);
+    assert_eq!(imported.version(), 15);
     assert_eq!(imported.index_status().voiceprints, 2);
     imported.verify().unwrap();
     drop(imported);

@@ -110,6 +110,7 @@ async fn what_one_replica_changes_the_other_screens_by() {
             artist_id: "singer".into(),
             party_id: "label".into(),
             note: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -122,6 +123,7 @@ async fn what_one_replica_changes_the_other_screens_by() {
     cb.registry
         .delete_artist(DeleteArtistRequest {
             artist_id: "singer".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -225,6 +227,7 @@ async fn a_restarted_database_is_unavailable_then_serves_again_without_a_replica
         .create_artist(CreateArtistRequest {
             artist_id: "other".into(),
             display_name: "Other".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -245,6 +248,7 @@ async fn a_restarted_database_is_unavailable_then_serves_again_without_a_replica
             .create_artist(CreateArtistRequest {
                 artist_id: "other".into(),
                 display_name: "Other".into(),
+                ..Default::default()
             })
             .await
         {

@@ -245,6 +245,7 @@ async fn the_registry_survives_a_restart_and_refuses_another_model() {
                 artist_id: "keeper".into(),
                 party_id: "label-k".into(),
                 note: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -493,6 +494,7 @@ async fn bad_uploads_get_a_reason_and_the_server_keeps_serving() {
         .create_artist(CreateArtistRequest {
             artist_id: "dup".into(),
             display_name: "Again".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -502,6 +504,7 @@ async fn bad_uploads_get_a_reason_and_the_server_keeps_serving() {
         .create_artist(CreateArtistRequest {
             artist_id: "no spaces/allowed".into(),
             display_name: "X".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -513,6 +516,7 @@ async fn bad_uploads_get_a_reason_and_the_server_keeps_serving() {
         .revoke_authorization(RevokeAuthorizationRequest {
             artist_id: "dup".into(),
             party_id: "never".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -41,6 +41,7 @@ async fn enrolled_voices_are_caught_authorized_uploads_pass_and_strangers_do_not
                 artist_id: artist.clone(),
                 party_id: "label-authorized".into(),
                 note: "test grant".into(),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -101,6 +101,7 @@ async fn the_graph_is_built_in_the_background_keeps_every_change_and_finds_real_
         .registry
         .delete_artist(DeleteArtistRequest {
             artist_id: "synthetic-000000".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -64,7 +64,18 @@ pub struct Connection {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+    /// Idempotency key of a command that changes the registry (1-64 of [A-Za-z0-9._-]):
+    /// running the same command again with the same id returns the first run's result instead
+    /// of changing the registry twice [default: a fresh random id per run]. Reads ignore it.
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
 }
+
+/// Times a write is sent while the server is unavailable (the pauses add up to 15.5 s).
+const WRITE_ATTEMPTS: u32 = 6;
+
+/// Pause before the first retry of a write; it doubles for each next one.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// A secret given on the command line, kept out of `Debug` output and error messages.
 #[derive(Clone)]
@@ -169,6 +180,47 @@ impl Connection {
             .max_decoding_message_size(64 * 1024 * 1024))
     }
 
+    /// Sends a write: `call` gets a client and the request id to put in the request. While
+    /// the server is unavailable (not started yet, restarting, or the connection broke before
+    /// the reply) the same request is sent again, up to [`WRITE_ATTEMPTS`] times with growing
+    /// pauses; its request id makes a retry of a write that did commit return the first
+    /// result instead of writing twice.
+    pub(super) fn write<T, F, Fut>(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        rpc: &str,
+        mut call: F,
+    ) -> Result<T>
+    where
+        F: FnMut(RegistryServiceClient<Transport>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let request_id = self.request_id.clone().unwrap_or_else(new_request_id);
+        let mut pause = FIRST_RETRY_PAUSE;
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let unavailable = match self.registry(rt) {
+                Ok(client) => match rt.block_on(call(client, request_id.clone())) {
+                    Ok(reply) => return Ok(reply.into_inner()),
+                    Err(status) if status.code() == tonic::Code::Unavailable => {
+                        status.message().to_string()
+                    }
+                    Err(status) => return Err(failed(rpc)(status)),
+                },
+                Err(e) => format!("{e:#}"),
+            };
+            if attempt == WRITE_ATTEMPTS {
+                bail!("{rpc} failed: the server stayed unavailable after {WRITE_ATTEMPTS} attempts (request id {request_id}; run again with --request-id {request_id} to retry without writing twice): {unavailable}");
+            }
+            eprintln!(
+                "{rpc}: the server is unavailable ({unavailable}); retrying in {:.1} s with request id {request_id}",
+                pause.as_secs_f64()
+            );
+            std::thread::sleep(pause);
+            pause *= 2;
+        }
+        unreachable!("the last attempt returns")
+    }
+
     pub(super) fn print<T: Serialize>(
         &self,
         value: &T,
@@ -188,6 +240,13 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// A fresh request id for a write: 32 lower-case hex characters from the OS generator.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random number generator");
+    hex::encode(bytes)
 }
 
 /// A failed call as an error that names the RPC, the status code and the server's reason.
@@ -252,13 +311,15 @@ pub fn artist(command: ArtistCommand) -> Result<ExitCode> {
             id,
             conn,
         } => {
-            let reply = rt
-                .block_on(conn.registry(&rt)?.create_artist(CreateArtistRequest {
-                    artist_id: id.unwrap_or_default(),
-                    display_name,
-                }))
-                .map_err(failed("CreateArtist"))?
-                .into_inner();
+            let artist_id = id.unwrap_or_default();
+            let reply = conn.write(&rt, "CreateArtist", |mut client, request_id| {
+                let request = CreateArtistRequest {
+                    artist_id: artist_id.clone(),
+                    display_name: display_name.clone(),
+                    request_id,
+                };
+                async move { client.create_artist(request).await }
+            })?;
             conn.print(&reply, artist_line)
         }
         ArtistCommand::Get { artist_id, conn } => {
@@ -293,13 +354,13 @@ pub fn artist(command: ArtistCommand) -> Result<ExitCode> {
             })
         }
         ArtistCommand::Delete { artist_id, conn } => {
-            let reply = rt
-                .block_on(
-                    conn.registry(&rt)?
-                        .delete_artist(DeleteArtistRequest { artist_id }),
-                )
-                .map_err(failed("DeleteArtist"))?
-                .into_inner();
+            let reply = conn.write(&rt, "DeleteArtist", |mut client, request_id| {
+                let request = DeleteArtistRequest {
+                    artist_id: artist_id.clone(),
+                    request_id,
+                };
+                async move { client.delete_artist(request).await }
+            })?;
             conn.print(&reply, |r| {
                 format!(
                     "deleted, with {} voiceprints and {} authorizations (registry version {})",
@@ -391,13 +452,13 @@ pub fn enroll(args: EnrollArgs) -> Result<ExitCode> {
         Label::Singing => VoiceprintLabel::Singing,
         Label::Other => VoiceprintLabel::Other,
     };
-    let mut messages = vec![EnrollVoiceprintRequest {
-        part: Some(enroll_voiceprint_request::Part::Metadata(EnrollMetadata {
-            artist_id: args.artist,
-            label: label as i32,
-            description,
-        })),
-    }];
+    let metadata = EnrollMetadata {
+        artist_id: args.artist,
+        label: label as i32,
+        description,
+        request_id: String::new(),
+    };
+    let mut messages = Vec::new();
     for (i, bytes) in files.iter().enumerate() {
         if i > 0 {
             messages.push(EnrollVoiceprintRequest {
@@ -412,14 +473,18 @@ pub fn enroll(args: EnrollArgs) -> Result<ExitCode> {
             })),
         }));
     }
-    let reply = rt
-        .block_on(
-            args.conn
-                .registry(&rt)?
-                .enroll_voiceprint(tokio_stream::iter(messages)),
-        )
-        .map_err(failed("EnrollVoiceprint"))?
-        .into_inner();
+    let reply = args
+        .conn
+        .write(&rt, "EnrollVoiceprint", |mut client, request_id| {
+            let first = EnrollVoiceprintRequest {
+                part: Some(enroll_voiceprint_request::Part::Metadata(EnrollMetadata {
+                    request_id,
+                    ..metadata.clone()
+                })),
+            };
+            let stream = std::iter::once(first).chain(messages.clone());
+            async move { client.enroll_voiceprint(tokio_stream::iter(stream)).await }
+        })?;
     args.conn.print(&reply, |r| {
         let vp = r.voiceprint.clone().unwrap_or_default();
         let mut line = format!(
@@ -497,13 +562,13 @@ pub fn voiceprint(command: VoiceprintCommand) -> Result<ExitCode> {
             voiceprint_id,
             conn,
         } => {
-            let reply = rt
-                .block_on(
-                    conn.registry(&rt)?
-                        .delete_voiceprint(DeleteVoiceprintRequest { voiceprint_id }),
-                )
-                .map_err(failed("DeleteVoiceprint"))?
-                .into_inner();
+            let reply = conn.write(&rt, "DeleteVoiceprint", |mut client, request_id| {
+                let request = DeleteVoiceprintRequest {
+                    voiceprint_id: voiceprint_id.clone(),
+                    request_id,
+                };
+                async move { client.delete_voiceprint(request).await }
+            })?;
             conn.print(&reply, |r| {
                 format!("deleted (registry version {})", r.registry_version)
             })
@@ -530,18 +595,17 @@ pub struct AuthorizeArgs {
 /// Runs `vocalguard authorize`.
 pub fn authorize(args: AuthorizeArgs) -> Result<ExitCode> {
     let rt = runtime()?;
-    let reply = rt
-        .block_on(
-            args.conn
-                .registry(&rt)?
-                .grant_authorization(GrantAuthorizationRequest {
-                    artist_id: args.artist,
-                    party_id: args.party,
-                    note: args.note,
-                }),
-        )
-        .map_err(failed("GrantAuthorization"))?
-        .into_inner();
+    let reply = args
+        .conn
+        .write(&rt, "GrantAuthorization", |mut client, request_id| {
+            let request = GrantAuthorizationRequest {
+                artist_id: args.artist.clone(),
+                party_id: args.party.clone(),
+                note: args.note.clone(),
+                request_id,
+            };
+            async move { client.grant_authorization(request).await }
+        })?;
     args.conn.print(&reply, |a| {
         format!(
             "{} may release music in the voice of {}",
@@ -566,17 +630,16 @@ pub struct RevokeArgs {
 /// Runs `vocalguard revoke`.
 pub fn revoke(args: RevokeArgs) -> Result<ExitCode> {
     let rt = runtime()?;
-    let reply = rt
-        .block_on(
-            args.conn
-                .registry(&rt)?
-                .revoke_authorization(RevokeAuthorizationRequest {
-                    artist_id: args.artist,
-                    party_id: args.party,
-                }),
-        )
-        .map_err(failed("RevokeAuthorization"))?
-        .into_inner();
+    let reply = args
+        .conn
+        .write(&rt, "RevokeAuthorization", |mut client, request_id| {
+            let request = RevokeAuthorizationRequest {
+                artist_id: args.artist.clone(),
+                party_id: args.party.clone(),
+                request_id,
+            };
+            async move { client.revoke_authorization(request).await }
+        })?;
     args.conn.print(&reply, |r| {
         format!("revoked (registry version {})", r.registry_version)
     })

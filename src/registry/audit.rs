@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::replay::WriteKey;
 use super::types::RegistryError;
 
 /// `audit_events`: sequence number → JSON [`AuditEvent`].
@@ -42,6 +43,9 @@ pub struct Origin {
     pub actor: String,
     /// The id of the request that made the change.
     pub request_id: String,
+    /// The client's key for this write, when it sent one: a retry with the same key gets the
+    /// first call's result instead of a second change (see [`super::replay`]).
+    pub key: Option<WriteKey>,
 }
 
 /// The change a transaction makes: its action and the ids it touches.

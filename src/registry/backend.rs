@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::audit::{AuditEvent, AuditQuery, Origin};
 use super::consistency::Contents;
 use super::dump::Dump;
+use super::replay::{Recorded, ToRecord};
 use super::types::{Artist, Authorization, RegistryError, Voiceprint};
 
 /// Where the registry lives.
@@ -68,7 +69,7 @@ impl Default for PoolSettings {
 }
 
 /// Numbers of records one deletion removed, or one artist holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Voiceprints.
     pub voiceprints: u32,
@@ -161,12 +162,25 @@ pub trait RegistryStore: Send + Sync {
     ) -> Result<Option<Authorization>, RegistryError>;
     /// Every authorization of one artist, in party order.
     fn authorizations_of(&self, artist_id: &str) -> Result<Vec<Authorization>, RegistryError>;
+    /// The record a keyed write by `actor` with `request_id` left, if any (see
+    /// [`super::replay`]).
+    fn recorded(&self, actor: &str, request_id: &str) -> Result<Option<Recorded>, RegistryError>;
     /// Inserts a new artist; `AlreadyExists` if the id is taken. Returns the new version.
-    fn insert_artist(&self, origin: &Origin, artist: &Artist) -> Result<u64, RegistryError>;
+    ///
+    /// Every change below also writes `record`, when given, under `origin`'s actor and its
+    /// request id, in the same transaction; when that id is recorded already, nothing is
+    /// written and the change fails with [`RegistryError::AlreadyApplied`].
+    fn insert_artist(
+        &self,
+        origin: &Origin,
+        record: Option<&ToRecord>,
+        artist: &Artist,
+    ) -> Result<u64, RegistryError>;
     /// Deletes an artist with its voiceprints and authorizations.
     fn delete_artist(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         artist_id: &str,
     ) -> Result<(Counts, u64), RegistryError>;
     /// Stores a new voiceprint of an existing artist, provided the registry is still at
@@ -174,6 +188,7 @@ pub trait RegistryStore: Send + Sync {
     fn insert_voiceprint(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         voiceprint: &Voiceprint,
         checked_at: u64,
     ) -> Result<u64, RegistryError>;
@@ -181,18 +196,21 @@ pub trait RegistryStore: Send + Sync {
     fn delete_voiceprint(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         voiceprint_id: &str,
     ) -> Result<(String, u64), RegistryError>;
     /// Grants (or re-grants) an authorization to a party of an existing artist.
     fn put_authorization(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         grant: &Authorization,
     ) -> Result<u64, RegistryError>;
     /// Revokes an authorization; `NotFound` if it was not granted.
     fn delete_authorization(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         artist_id: &str,
         party_id: &str,
     ) -> Result<u64, RegistryError>;

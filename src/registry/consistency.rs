@@ -182,6 +182,7 @@ mod tests {
         Origin {
             actor: "test".into(),
             request_id: "r".into(),
+            key: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod mirror;
 pub mod postgres;
 mod purge;
 pub mod references;
+pub mod replay;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ pub use audit::{AuditAction, AuditEvent, AuditQuery, Origin};
 use backend::{Counts, IndexChange, RegistryStore, StoreLocation};
 use index::SearchConfig;
 use mirror::Mirror;
+use replay::{Replayable, ToRecord};
 use store::EmbeddedStore;
 pub use types::{
     Artist, ArtistStanding, ArtistSummary, Authorization, Enrolled, EnrollmentPolicy, IndexStatus,
@@ -196,6 +198,9 @@ impl Registry {
         artist_id: &str,
         display_name: &str,
     ) -> Result<Artist, RegistryError> {
+        if let Some(done) = self.replayed(origin)? {
+            return Ok(done);
+        }
         let artist_id = if artist_id.is_empty() {
             format!("artist-{}", random_hex(6))
         } else {
@@ -214,7 +219,11 @@ impl Registry {
             created_at_unix_s: now(),
         };
         let w = self.mirror.lock_writer();
-        let version = self.store().insert_artist(origin, &artist)?;
+        let record = record_for(origin, &artist);
+        let version = match self.store().insert_artist(origin, record.as_ref(), &artist) {
+            Err(RegistryError::AlreadyApplied) => return self.applied_meanwhile(origin),
+            written => written?,
+        };
         let change = IndexChange::ArtistCreated {
             artist_id: artist.artist_id.clone(),
             display_name: Some(artist.display_name.clone()),
@@ -264,8 +273,23 @@ impl Registry {
         artist_id: &str,
     ) -> Result<(Counts, u64), RegistryError> {
         validate_artist_id(artist_id)?;
+        if let Some(done) = self.replayed(origin)? {
+            return Ok(done);
+        }
         let w = self.mirror.lock_writer();
-        let (counts, version) = self.store().delete_artist(origin, artist_id)?;
+        // The counts are recorded before the deletion commits: the writer lock keeps this
+        // server's writes out meanwhile (another replica's could still change them).
+        let record = match &origin.key {
+            Some(_) => record_for(origin, &(self.store().counts_of(artist_id)?, 0u64)),
+            None => None,
+        };
+        let (counts, version) = match self
+            .store()
+            .delete_artist(origin, record.as_ref(), artist_id)
+        {
+            Err(RegistryError::AlreadyApplied) => return self.applied_meanwhile(origin),
+            written => written?,
+        };
         self.mirror.advance(
             &w,
             version,
@@ -288,6 +312,9 @@ impl Registry {
         references: &[Embedding],
     ) -> Result<Enrolled, RegistryError> {
         validate_artist_id(artist_id)?;
+        if let Some(done) = self.replayed(origin)? {
+            return Ok(done);
+        }
         if description.chars().count() > MAX_TEXT {
             return Err(RegistryError::Invalid(format!(
                 "description must be at most {MAX_TEXT} characters"
@@ -341,25 +368,25 @@ impl Registry {
         for _ in 0..ENROLL_ATTEMPTS {
             let (checked_at, consistency_score, nearest_other) =
                 self.check_enrollment(artist_id, &embedding.vector)?;
+            let enrolled = Enrolled {
+                voiceprint: voiceprint.clone(),
+                consistency_score,
+                nearest_other,
+                references: references.len(),
+                reference_agreement: reference_agreement.map(|(_, score)| score),
+                version: 0,
+            };
+            let record = record_for(origin, &enrolled);
             match self
                 .store()
-                .insert_voiceprint(origin, &voiceprint, checked_at)
+                .insert_voiceprint(origin, record.as_ref(), &voiceprint, checked_at)
             {
                 Ok(version) => {
-                    self.mirror.advance(
-                        &w,
-                        version,
-                        IndexChange::Enrolled(Some(voiceprint.clone())),
-                    )?;
-                    return Ok(Enrolled {
-                        voiceprint,
-                        consistency_score,
-                        nearest_other,
-                        references: references.len(),
-                        reference_agreement: reference_agreement.map(|(_, score)| score),
-                        version,
-                    });
+                    self.mirror
+                        .advance(&w, version, IndexChange::Enrolled(Some(voiceprint)))?;
+                    return Ok(enrolled.at_version(version));
                 }
+                Err(RegistryError::AlreadyApplied) => return self.applied_meanwhile(origin),
                 Err(RegistryError::Stale) => {
                     self.mirror.catch_up(&w)?;
                 }
@@ -431,8 +458,19 @@ impl Registry {
         voiceprint_id: &str,
     ) -> Result<u64, RegistryError> {
         validate_id("voiceprint_id", voiceprint_id, MAX_ID_CHARS)?;
+        if let Some(done) = self.replayed(origin)? {
+            return Ok(done);
+        }
         let w = self.mirror.lock_writer();
-        let (_, version) = self.store().delete_voiceprint(origin, voiceprint_id)?;
+        let record = record_for(origin, &0u64);
+        let (_, version) =
+            match self
+                .store()
+                .delete_voiceprint(origin, record.as_ref(), voiceprint_id)
+            {
+                Err(RegistryError::AlreadyApplied) => return self.applied_meanwhile(origin),
+                written => written?,
+            };
         self.mirror.advance(
             &w,
             version,
@@ -463,8 +501,18 @@ impl Registry {
             note: note.to_string(),
             granted_at_unix_s: now(),
         };
+        if let Some(done) = self.replayed(origin)? {
+            return Ok(done);
+        }
         let w = self.mirror.lock_writer();
-        let version = self.store().put_authorization(origin, &grant)?;
+        let record = record_for(origin, &grant);
+        let version = match self
+            .store()
+            .put_authorization(origin, record.as_ref(), &grant)
+        {
+            Err(RegistryError::AlreadyApplied) => return self.applied_meanwhile(origin),
+            written => written?,
+        };
         let change = IndexChange::Granted {
             artist_id: grant.artist_id.clone(),
             party_id: grant.party_id.clone(),
@@ -482,10 +530,19 @@ impl Registry {
     ) -> Result<u64, RegistryError> {
         validate_artist_id(artist_id)?;
         validate_party(party_id)?;
+        if let Some(done) = self.replayed(origin)? {
+            return Ok(done);
+        }
         let w = self.mirror.lock_writer();
-        let version = self
-            .store()
-            .delete_authorization(origin, artist_id, party_id)?;
+        let record = record_for(origin, &0u64);
+        let version =
+            match self
+                .store()
+                .delete_authorization(origin, record.as_ref(), artist_id, party_id)
+            {
+                Err(RegistryError::AlreadyApplied) => return self.applied_meanwhile(origin),
+                written => written?,
+            };
         let change = IndexChange::Revoked {
             artist_id: artist_id.to_string(),
             party_id: party_id.to_string(),
@@ -537,6 +594,27 @@ impl Registry {
             voiceprints: contents.voiceprints.len(),
             authorizations: contents.authorizations.len(),
             audit_events: contents.audit_events,
+        })
+    }
+
+    /// The first call's result when `origin` carries a write key that was recorded already
+    /// (a retry), `None` otherwise. Every write checks this itself; a caller about to do
+    /// costly work for a write (decoding and embedding an enrollment) may ask first.
+    pub fn replayed<T: Replayable>(&self, origin: &Origin) -> Result<Option<T>, RegistryError> {
+        let Some(key) = &origin.key else {
+            return Ok(None);
+        };
+        self.store()
+            .recorded(&origin.actor, &key.request_id)?
+            .map(|recorded| replay::replay(key, recorded))
+            .transpose()
+    }
+
+    /// The result of a keyed write whose store refused it as applied already: a concurrent
+    /// call with the same key committed first.
+    fn applied_meanwhile<T: Replayable>(&self, origin: &Origin) -> Result<T, RegistryError> {
+        self.replayed(origin)?.ok_or_else(|| {
+            RegistryError::Corrupt("a write key the store refused is not recorded".into())
         })
     }
 
@@ -594,6 +672,14 @@ pub fn open_store(
     })
 }
 
+/// The record to keep with `origin`'s write when it carries a key.
+fn record_for<T: Replayable>(origin: &Origin, pending: &T) -> Option<ToRecord> {
+    origin
+        .key
+        .as_ref()
+        .map(|key| replay::to_record(key, pending))
+}
+
 /// The longest artist or voiceprint id, in characters (all from `[A-Za-z0-9._-]`).
 pub const MAX_ID_CHARS: usize = 64;
 
@@ -603,6 +689,12 @@ pub const MAX_PARTY_CHARS: usize = 128;
 /// Checks an artist id: 1-[`MAX_ID_CHARS`] characters from `[A-Za-z0-9._-]`.
 pub fn validate_artist_id(artist_id: &str) -> Result<(), RegistryError> {
     validate_id("artist_id", artist_id, MAX_ID_CHARS)
+}
+
+/// Checks a write's request id: 1-[`replay::MAX_REQUEST_ID_CHARS`] characters from
+/// `[A-Za-z0-9._-]`.
+pub fn validate_request_id(request_id: &str) -> Result<(), RegistryError> {
+    validate_id("request_id", request_id, replay::MAX_REQUEST_ID_CHARS)
 }
 
 /// Checks an id: 1-`max` characters from `[A-Za-z0-9._-]`.

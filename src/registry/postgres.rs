@@ -28,6 +28,7 @@ use super::backend::{
 };
 use super::consistency::Contents;
 use super::dump::Dump;
+use super::replay::{Recorded, ToRecord};
 use super::types::{Artist, Authorization, RegistryError, Voiceprint, VoiceprintLabel};
 use crate::encoder::ModelId;
 use error::pg_error;
@@ -181,9 +182,13 @@ impl PgStore {
 
     /// Ends a change's transaction: bumps the version, appends the audit event, notifies the
     /// replicas and commits. Returns the new version.
+    /// Bumps the version, appends the audit event of `change`, keeps `record` under the
+    /// origin's actor and request id (refusing the whole change with
+    /// [`RegistryError::AlreadyApplied`] when that id is recorded already), and commits.
     async fn finish(
         tx: Transaction<'_>,
         origin: &Origin,
+        record: Option<&ToRecord>,
         change: Change,
     ) -> Result<u64, RegistryError> {
         let version: i64 = tx
@@ -219,6 +224,27 @@ impl PgStore {
         )
         .await
         .map_err(pg_error)?;
+        if let Some(record) = record {
+            let outcome = record.outcome.to_string();
+            let kept = tx
+                .execute(
+                    "INSERT INTO write_keys (actor, request_id, fingerprint, outcome, registry_version, at_unix_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (actor, request_id) DO NOTHING",
+                    &[
+                        &origin.actor,
+                        &record.request_id,
+                        &record.fingerprint,
+                        &outcome,
+                        &version,
+                        &super::audit::now_ms(),
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            if kept == 0 {
+                return Err(RegistryError::AlreadyApplied);
+            }
+        }
         tx.execute(
             "SELECT pg_notify($1, $2)",
             &[&listener::CHANNEL, &version.to_string()],
@@ -386,7 +412,38 @@ impl RegistryStore for PgStore {
         })
     }
 
-    fn insert_artist(&self, origin: &Origin, artist: &Artist) -> Result<u64, RegistryError> {
+    fn recorded(&self, actor: &str, request_id: &str) -> Result<Option<Recorded>, RegistryError> {
+        self.run(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT fingerprint, outcome, registry_version, at_unix_ms FROM write_keys
+                     WHERE actor = $1 AND request_id = $2",
+                    &[&actor, &request_id],
+                )
+                .await
+                .map_err(pg_error)?;
+            row.map(|r| {
+                let outcome: String = r.get(1);
+                Ok(Recorded {
+                    fingerprint: r.get(0),
+                    outcome: serde_json::from_str(&outcome).map_err(|e| {
+                        RegistryError::Corrupt(format!("unreadable recorded result: {e}"))
+                    })?,
+                    version: r.get::<_, i64>(2) as u64,
+                    at_unix_ms: r.get(3),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn insert_artist(
+        &self,
+        origin: &Origin,
+        record: Option<&ToRecord>,
+        artist: &Artist,
+    ) -> Result<u64, RegistryError> {
         self.run(async {
             let mut client = self.client().await?;
             let (tx, _) = begin_change(&mut client).await?;
@@ -405,13 +462,14 @@ impl RegistryStore for PgStore {
                 });
             }
             let change = Change::artist(AuditAction::CreateArtist, &artist.artist_id);
-            Self::finish(tx, origin, change).await
+            Self::finish(tx, origin, record, change).await
         })
     }
 
     fn delete_artist(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         artist_id: &str,
     ) -> Result<(Counts, u64), RegistryError> {
         self.run(async {
@@ -436,7 +494,7 @@ impl RegistryStore for PgStore {
                 .await
                 .map_err(pg_error)?;
             let change = Change::artist(AuditAction::DeleteArtist, artist_id);
-            let version = Self::finish(tx, origin, change).await?;
+            let version = Self::finish(tx, origin, record, change).await?;
             let counts = Counts {
                 voiceprints: voiceprints as u32,
                 authorizations: authorizations as u32,
@@ -448,6 +506,7 @@ impl RegistryStore for PgStore {
     fn insert_voiceprint(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         voiceprint: &Voiceprint,
         checked_at: u64,
     ) -> Result<u64, RegistryError> {
@@ -478,13 +537,14 @@ impl RegistryStore for PgStore {
                 &voiceprint.artist_id,
                 &voiceprint.voiceprint_id,
             );
-            Self::finish(tx, origin, change).await
+            Self::finish(tx, origin, record, change).await
         })
     }
 
     fn delete_voiceprint(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         voiceprint_id: &str,
     ) -> Result<(String, u64), RegistryError> {
         self.run(async {
@@ -504,7 +564,7 @@ impl RegistryStore for PgStore {
                 });
             };
             let change = Change::voiceprint(AuditAction::DeleteVoiceprint, &owner, voiceprint_id);
-            let version = Self::finish(tx, origin, change).await?;
+            let version = Self::finish(tx, origin, record, change).await?;
             Ok((owner, version))
         })
     }
@@ -512,6 +572,7 @@ impl RegistryStore for PgStore {
     fn put_authorization(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         grant: &Authorization,
     ) -> Result<u64, RegistryError> {
         self.run(async {
@@ -531,13 +592,14 @@ impl RegistryStore for PgStore {
                 &grant.artist_id,
                 &grant.party_id,
             );
-            Self::finish(tx, origin, change).await
+            Self::finish(tx, origin, record, change).await
         })
     }
 
     fn delete_authorization(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         artist_id: &str,
         party_id: &str,
     ) -> Result<u64, RegistryError> {
@@ -558,7 +620,7 @@ impl RegistryStore for PgStore {
                 });
             }
             let change = Change::party(AuditAction::RevokeAuthorization, artist_id, party_id);
-            Self::finish(tx, origin, change).await
+            Self::finish(tx, origin, record, change).await
         })
     }
 

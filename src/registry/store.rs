@@ -14,6 +14,7 @@ use super::backend::{Counts, IndexChange, RegistryStore, VersionedChange, ViewCo
 use super::consistency::Contents;
 use super::dump::Dump;
 use super::purge;
+use super::replay::{Recorded, ToRecord};
 use super::types::{Artist, Authorization, RegistryError, Voiceprint};
 use crate::encoder::ModelId;
 
@@ -28,11 +29,14 @@ const VOICEPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("voicepri
 const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("voiceprint_owners");
 /// `authorizations`: `artist id \0 party id` → JSON [`Authorization`].
 const AUTHORIZATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("authorizations");
+/// `write_keys`: `actor \0 request id` → JSON [`Recorded`] of a keyed write.
+const WRITE_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("write_keys");
 
 /// Layout version of the file; a file written by a newer layout is refused. Version 2 added
 /// the audit trail; a version 1 file is migrated when opened, and older builds refuse version
-/// 2 so that none can change the registry without recording it.
-const SCHEMA_VERSION: u64 = 2;
+/// 2 so that none can change the registry without recording it. Version 3 added the write
+/// keys of idempotent writes (older builds would not keep them, nor their table in a purge).
+const SCHEMA_VERSION: u64 = 3;
 
 /// The `meta` key present while a committed deletion has not yet been purged from the file.
 const PURGE_PENDING: &str = "purge_pending";
@@ -128,6 +132,7 @@ impl EmbeddedStore {
             tx.open_table(VOICEPRINTS)?;
             tx.open_table(OWNERS)?;
             tx.open_table(AUTHORIZATIONS)?;
+            tx.open_table(WRITE_KEYS)?;
             audit::create_tables(&tx)?;
         }
         tx.commit()?;
@@ -167,15 +172,24 @@ impl EmbeddedStore {
     }
 
     /// Runs `apply` in a write transaction, bumps the registry version, appends the audit event
-    /// of the change `apply` reports (made by `origin`) and commits; nothing is written when
-    /// `apply` fails. Returns the new version.
+    /// of the change `apply` reports (made by `origin`), keeps `record` under the origin's
+    /// actor and request id, and commits; nothing is written when `apply` fails or the request
+    /// id is recorded already ([`RegistryError::AlreadyApplied`]). Returns the new version.
     fn change(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         apply: impl FnOnce(&redb::WriteTransaction) -> Result<Change, RegistryError>,
     ) -> Result<u64, RegistryError> {
         let db = self.db();
         let tx = db.begin_write()?;
+        let key = record.map(|r| write_key(&origin.actor, &r.request_id));
+        if let Some(key) = &key {
+            if tx.open_table(WRITE_KEYS)?.get(key.as_str())?.is_some() {
+                tx.abort()?;
+                return Err(RegistryError::AlreadyApplied);
+            }
+        }
         let change = match apply(&tx) {
             Ok(change) => change,
             Err(e) => {
@@ -194,9 +208,24 @@ impl EmbeddedStore {
             version
         };
         audit::append(&tx, origin, change, version)?;
+        if let (Some(key), Some(record)) = (key, record) {
+            let recorded = Recorded {
+                fingerprint: record.fingerprint.clone(),
+                outcome: record.outcome.clone(),
+                version,
+                at_unix_ms: audit::now_ms(),
+            };
+            tx.open_table(WRITE_KEYS)?
+                .insert(key.as_str(), encode(&recorded).as_slice())?;
+        }
         tx.commit()?;
         Ok(version)
     }
+}
+
+/// The `write_keys` key of `actor`'s `request_id`.
+fn write_key(actor: &str, request_id: &str) -> String {
+    format!("{actor}\0{request_id}")
 }
 
 impl RegistryStore for EmbeddedStore {
@@ -301,8 +330,22 @@ impl RegistryStore for EmbeddedStore {
     }
 
     /// Inserts a new artist; `AlreadyExists` if the id is taken. Returns the new version.
-    fn insert_artist(&self, origin: &Origin, artist: &Artist) -> Result<u64, RegistryError> {
-        self.change(origin, |tx| {
+    fn recorded(&self, actor: &str, request_id: &str) -> Result<Option<Recorded>, RegistryError> {
+        let tx = self.db().begin_read()?;
+        let table = tx.open_table(WRITE_KEYS)?;
+        let found = table.get(write_key(actor, request_id).as_str())?;
+        found
+            .map(|bytes| decode(bytes.value(), "write key"))
+            .transpose()
+    }
+
+    fn insert_artist(
+        &self,
+        origin: &Origin,
+        record: Option<&ToRecord>,
+        artist: &Artist,
+    ) -> Result<u64, RegistryError> {
+        self.change(origin, record, |tx| {
             let mut artists = tx.open_table(ARTISTS)?;
             if artists.get(artist.artist_id.as_str())?.is_some() {
                 return Err(RegistryError::AlreadyExists {
@@ -320,13 +363,14 @@ impl RegistryStore for EmbeddedStore {
     fn delete_artist(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         artist_id: &str,
     ) -> Result<(Counts, u64), RegistryError> {
         let mut counts = Counts {
             voiceprints: 0,
             authorizations: 0,
         };
-        let version = self.change(origin, |tx| {
+        let version = self.change(origin, record, |tx| {
             if tx.open_table(ARTISTS)?.remove(artist_id)?.is_none() {
                 return Err(RegistryError::NotFound {
                     what: "artist",
@@ -358,10 +402,11 @@ impl RegistryStore for EmbeddedStore {
     fn insert_voiceprint(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         voiceprint: &Voiceprint,
         checked_at: u64,
     ) -> Result<u64, RegistryError> {
-        self.change(origin, |tx| {
+        self.change(origin, record, |tx| {
             let version = tx
                 .open_table(META)?
                 .get("version")?
@@ -399,10 +444,11 @@ impl RegistryStore for EmbeddedStore {
     fn delete_voiceprint(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         voiceprint_id: &str,
     ) -> Result<(String, u64), RegistryError> {
         let mut artist = String::new();
-        let version = self.change(origin, |tx| {
+        let version = self.change(origin, record, |tx| {
             let mut owners = tx.open_table(OWNERS)?;
             let owner = owners.remove(voiceprint_id)?.map(|v| v.value().to_string());
             let Some(owner) = owner else {
@@ -425,9 +471,10 @@ impl RegistryStore for EmbeddedStore {
     fn put_authorization(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         grant: &Authorization,
     ) -> Result<u64, RegistryError> {
-        self.change(origin, |tx| {
+        self.change(origin, record, |tx| {
             if tx
                 .open_table(ARTISTS)?
                 .get(grant.artist_id.as_str())?
@@ -453,10 +500,11 @@ impl RegistryStore for EmbeddedStore {
     fn delete_authorization(
         &self,
         origin: &Origin,
+        record: Option<&ToRecord>,
         artist_id: &str,
         party_id: &str,
     ) -> Result<u64, RegistryError> {
-        self.change(origin, |tx| {
+        self.change(origin, record, |tx| {
             let key = format!("{artist_id}\0{party_id}");
             if tx
                 .open_table(AUTHORIZATIONS)?
@@ -542,6 +590,7 @@ impl RegistryStore for EmbeddedStore {
             purge::copy_table(from, to, VOICEPRINTS)?;
             purge::copy_table(from, to, OWNERS)?;
             purge::copy_table(from, to, AUTHORIZATIONS)?;
+            purge::copy_table(from, to, WRITE_KEYS)?;
             purge::copy_table(from, to, audit::EVENTS)?;
             purge::copy_table(from, to, audit::BY_ARTIST)?;
             to.open_table(META)?.remove(PURGE_PENDING)?;

@@ -22,6 +22,7 @@ fn origin(actor: &str, request_id: &str) -> Origin {
     Origin {
         actor: actor.into(),
         request_id: request_id.into(),
+        key: None,
     }
 }
 
@@ -273,7 +274,7 @@ fn a_plain_delete_leaves_the_bytes_and_the_purge_removes_them() {
         // The store alone deletes without purging: the bytes stay, marked for purging.
         let store = Store::open(&path, &model()).unwrap();
         store
-            .delete_voiceprint(&origin("anonymous", "r"), &doomed_id)
+            .delete_voiceprint(&origin("anonymous", "r"), None, &doomed_id)
             .unwrap();
         assert!(store.purge_pending().unwrap());
         assert!(store.view_contents().unwrap().voiceprints.len() == 1);
@@ -376,7 +377,7 @@ fn a_schema_1_file_is_migrated_and_keeps_its_records() {
     let tx = db.begin_read().unwrap();
     let meta = tx.open_table(META).unwrap();
     let schema = meta.get("schema_version").unwrap().unwrap();
-    assert_eq!(schema.value(), 2u64.to_le_bytes());
+    assert_eq!(schema.value(), 3u64.to_le_bytes());
 }
 
 #[test]
@@ -719,4 +720,132 @@ fn a_reference_of_another_voice_spoils_the_set() {
         "{refused}"
     );
     assert!(registry.voiceprints("a").unwrap().is_empty());
+}
+
+/// `actor`'s origin carrying the write key `request_id` over `asked`.
+fn keyed(actor: &str, request_id: &str, asked: &str) -> Origin {
+    Origin {
+        key: Some(replay::WriteKey {
+            request_id: request_id.into(),
+            fingerprint: asked.into(),
+        }),
+        ..origin(actor, "req")
+    }
+}
+
+#[test]
+fn a_retried_keyed_write_returns_the_first_result_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    let create = keyed("admin", "k-create", "create a");
+    let artist = registry.create_artist(&create, "a", "Artist A").unwrap();
+    assert_eq!(
+        registry.create_artist(&create, "a", "Artist A").unwrap(),
+        artist,
+        "not ALREADY_EXISTS: the retry gets the first result"
+    );
+    let enroll = keyed("admin", "k-enroll", "enroll a");
+    let first = registry
+        .enroll(
+            &enroll,
+            "a",
+            VoiceprintLabel::Speaking,
+            "",
+            &[embedding(0, 0.01)],
+        )
+        .unwrap();
+    let events = all_events(&registry).len();
+    drop(registry);
+
+    let registry = open(dir.path());
+    let again = registry
+        .enroll(
+            &enroll,
+            "a",
+            VoiceprintLabel::Speaking,
+            "",
+            &[embedding(0, 0.01)],
+        )
+        .unwrap();
+    assert_eq!(
+        again.voiceprint.voiceprint_id,
+        first.voiceprint.voiceprint_id
+    );
+    assert_eq!(again.version, first.version);
+    assert_eq!(again.consistency_score, first.consistency_score);
+    assert!(
+        again.voiceprint.embedding.is_empty(),
+        "no embedding kept outside its record"
+    );
+    assert_eq!(
+        Enrolled {
+            voiceprint: Voiceprint {
+                embedding: first.voiceprint.embedding.clone(),
+                ..again.voiceprint.clone()
+            },
+            ..again.clone()
+        },
+        first
+    );
+    assert_eq!(registry.voiceprints("a").unwrap().len(), 1);
+    assert_eq!(
+        all_events(&registry).len(),
+        events,
+        "the retries wrote nothing"
+    );
+
+    // The same key for something else is refused; another caller's key is its own.
+    let reused = registry
+        .enroll(
+            &keyed("admin", "k-enroll", "enroll a, other audio"),
+            "a",
+            VoiceprintLabel::Speaking,
+            "",
+            &[embedding(0, 0.02)],
+        )
+        .unwrap_err();
+    assert!(matches!(reused, RegistryError::Invalid(_)), "{reused}");
+    let other = registry
+        .enroll(
+            &keyed("ops", "k-enroll", "enroll a"),
+            "a",
+            VoiceprintLabel::Speaking,
+            "",
+            &[embedding(0, 0.02)],
+        )
+        .unwrap();
+    assert_ne!(
+        other.voiceprint.voiceprint_id,
+        first.voiceprint.voiceprint_id
+    );
+
+    // Deletions replay too, and the purge that follows them keeps the keys.
+    let delete = keyed("admin", "k-delete", "delete vp");
+    let version = registry
+        .delete_voiceprint(&delete, &first.voiceprint.voiceprint_id)
+        .unwrap();
+    assert_eq!(
+        registry
+            .delete_voiceprint(&delete, &first.voiceprint.voiceprint_id)
+            .unwrap(),
+        version,
+        "not NOT_FOUND: the retry gets the first result"
+    );
+    let grant = keyed("admin", "k-grant", "grant");
+    let granted = registry.grant(&grant, "a", "label", "n").unwrap();
+    assert_eq!(registry.grant(&grant, "a", "label", "n").unwrap(), granted);
+    let revoke = keyed("admin", "k-revoke", "revoke");
+    let revoked = registry.revoke(&revoke, "a", "label").unwrap();
+    assert_eq!(registry.revoke(&revoke, "a", "label").unwrap(), revoked);
+    let remove = keyed("admin", "k-remove", "delete a");
+    let removed = registry.delete_artist(&remove, "a").unwrap();
+    assert_eq!(removed.0.voiceprints, 1);
+    drop(registry);
+    let registry = open(dir.path());
+    assert_eq!(registry.delete_artist(&remove, "a").unwrap(), removed);
+    assert_eq!(
+        registry.create_artist(&create, "a", "Artist A").unwrap(),
+        artist
+    );
+    assert!(registry.artist("a").is_err(), "a replay changes nothing");
 }

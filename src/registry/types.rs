@@ -28,6 +28,10 @@ pub enum RegistryError {
         /// Its id.
         id: String,
     },
+    /// A keyed write's request id is recorded already: its change was made by an earlier
+    /// call (the registry then replays that call's result).
+    #[error("the change of this request id was made already")]
+    AlreadyApplied,
     /// A request field is malformed.
     #[error("{0}")]
     Invalid(String),
@@ -206,7 +210,7 @@ fn too_little_voice(voiced_s: f64, min_s: f64, references: usize) -> String {
 }
 
 /// What an enrollment stored and the scores it was checked with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enrolled {
     /// The new voiceprint.
     pub voiceprint: Voiceprint,

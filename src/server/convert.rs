@@ -29,6 +29,7 @@ pub fn registry_status(e: RegistryError) -> Status {
         | RegistryError::Inconsistent { .. }
         | RegistryError::Collision { .. }
         | RegistryError::ModelMismatch { .. } => Status::failed_precondition(message),
+        RegistryError::AlreadyApplied => Status::aborted(message),
         RegistryError::Unavailable(_) | RegistryError::Stale => {
             tracing::warn!(error = %message, "registry unavailable");
             Status::unavailable(message)

@@ -31,6 +31,7 @@ use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::screening_service_server::ScreeningServiceServer;
 use crate::proto::{PingRequest, PingResponse, ScoringContext};
 use crate::registry::backend::StoreLocation;
+use crate::registry::replay::WriteKey;
 use crate::registry::{Origin, Registry};
 use crate::screening::Scoring;
 use admission::UploadBudget;
@@ -65,11 +66,12 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    /// Who made a registry change, for its audit event.
-    pub fn origin(&self) -> Origin {
+    /// Who made a registry change, for its audit event, with the client's write key if any.
+    pub fn origin(&self, key: Option<WriteKey>) -> Origin {
         Origin {
             actor: self.caller.clone(),
             request_id: self.request_id.clone(),
+            key,
         }
     }
 }

@@ -5,13 +5,24 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, embed_status, pool_status, registry_status};
-use super::request::collect_files;
+use super::request::{collect_files, write_key};
 use super::Core;
 use crate::audio;
 use crate::proto::registry_service_server::RegistryService;
 use crate::proto::*;
 use crate::registry::references::MAX_REFERENCES;
-use crate::registry::AuditQuery;
+use crate::registry::{AuditQuery, Enrolled};
+use sha2::{Digest, Sha256};
+
+/// `message` encoded with its request id cleared: what a write asks, for its write key.
+fn asked<M: prost::Message + Clone>(
+    message: &M,
+    request_id: impl FnOnce(&mut M) -> &mut String,
+) -> Vec<u8> {
+    let mut asked = message.clone();
+    request_id(&mut asked).clear();
+    asked.encode_to_vec()
+}
 
 /// Most artists or audit events a page may hold.
 const MAX_PAGE: usize = 1000;
@@ -40,7 +51,12 @@ impl RegistryService for RegistryApi {
         self.core
             .call("CreateArtist", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
-                let origin = cx.origin();
+                let key = write_key(
+                    "CreateArtist",
+                    &r.request_id,
+                    &[&asked(&r, |m| &mut m.request_id)],
+                )?;
+                let origin = cx.origin(key);
                 let created = core
                     .blocking(move || reg.create_artist(&origin, &r.artist_id, &r.display_name))
                     .await?
@@ -109,7 +125,12 @@ impl RegistryService for RegistryApi {
             .call("DeleteArtist", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
                 let id = r.artist_id.clone();
-                let origin = cx.origin();
+                let key = write_key(
+                    "DeleteArtist",
+                    &r.request_id,
+                    &[&asked(&r, |m| &mut m.request_id)],
+                )?;
+                let origin = cx.origin(key);
                 let (counts, version) = core
                     .blocking(move || reg.delete_artist(&origin, &id))
                     .await?
@@ -137,49 +158,61 @@ impl RegistryService for RegistryApi {
                 let (meta, files) =
                     collect_files(stream, rules, &mut permit, &core.metrics).await?;
                 let label = convert::label(meta.label)?;
+                let mut parts = vec![asked(&meta, |m| &mut m.request_id)];
+                parts.extend(files.iter().map(|file| Sha256::digest(file).to_vec()));
+                let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                let origin = cx.origin(write_key("EnrollVoiceprint", &meta.request_id, &parts)?);
                 let reg = Arc::clone(&core.registry);
                 let artist_id = meta.artist_id.clone();
-                core.blocking(move || reg.artist(&artist_id))
+                let asking = origin.clone();
+                let replayed = core
+                    .blocking(move || {
+                        reg.artist(&artist_id)?;
+                        reg.replayed::<Enrolled>(&asking)
+                    })
                     .await?
                     .map_err(registry_status)?;
                 let (embedder, registry) = (Arc::clone(&core.embedder), Arc::clone(&core.registry));
                 let decode_limits = core.decode_limits();
                 let min_voiced_s = registry.policy().min_voiced_s;
                 let metrics = core.metrics.clone();
-                let origin = cx.origin();
-                let enrolled = core
-                    .pool
-                    .run(cx.deadline, move || {
-                        let _permit = permit;
-                        let count = files.len();
-                        let prepared = files
-                            .into_iter()
-                            .enumerate()
-                            .map(|(index, bytes)| {
-                                let which = |status| name_reference(status, index, count);
-                                let audio = audio::decode_to_16k_mono(bytes, None, &decode_limits)
-                                    .map_err(|e| which(convert::audio_status(e)))?;
-                                embedder
-                                    .prepare_samples(audio.samples)
-                                    .map_err(|e| which(embed_status(e, min_voiced_s)))
-                            })
-                            .collect::<Result<Vec<_>, Status>>()?;
-                        metrics.record_batch(prepared.iter().map(|p| p.n_partials).sum());
-                        let embeddings = embedder
-                            .embed_prepared(&prepared.iter().collect::<Vec<_>>())
-                            .map_err(|e| embed_status(e, min_voiced_s))?;
-                        registry
-                            .enroll(
-                                &origin,
-                                &meta.artist_id,
-                                label,
-                                &meta.description,
-                                &embeddings,
-                            )
-                            .map_err(registry_status)
-                    })
-                    .await
-                    .map_err(pool_status)??;
+                let enrolled = match replayed {
+                    Some(first) => first,
+                    None => core
+                        .pool
+                        .run(cx.deadline, move || {
+                            let _permit = permit;
+                            let count = files.len();
+                            let prepared = files
+                                .into_iter()
+                                .enumerate()
+                                .map(|(index, bytes)| {
+                                    let which = |status| name_reference(status, index, count);
+                                    let audio =
+                                        audio::decode_to_16k_mono(bytes, None, &decode_limits)
+                                            .map_err(|e| which(convert::audio_status(e)))?;
+                                    embedder
+                                        .prepare_samples(audio.samples)
+                                        .map_err(|e| which(embed_status(e, min_voiced_s)))
+                                })
+                                .collect::<Result<Vec<_>, Status>>()?;
+                            metrics.record_batch(prepared.iter().map(|p| p.n_partials).sum());
+                            let embeddings = embedder
+                                .embed_prepared(&prepared.iter().collect::<Vec<_>>())
+                                .map_err(|e| embed_status(e, min_voiced_s))?;
+                            registry
+                                .enroll(
+                                    &origin,
+                                    &meta.artist_id,
+                                    label,
+                                    &meta.description,
+                                    &embeddings,
+                                )
+                                .map_err(registry_status)
+                        })
+                        .await
+                        .map_err(pool_status)??,
+                };
                 core.registry_changed();
                 tracing::info!(
                     artist_id = %enrolled.voiceprint.artist_id,
@@ -234,7 +267,12 @@ impl RegistryService for RegistryApi {
             .call("DeleteVoiceprint", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
                 let id = r.voiceprint_id.clone();
-                let origin = cx.origin();
+                let key = write_key(
+                    "DeleteVoiceprint",
+                    &r.request_id,
+                    &[&asked(&r, |m| &mut m.request_id)],
+                )?;
+                let origin = cx.origin(key);
                 let registry_version = core
                     .blocking(move || reg.delete_voiceprint(&origin, &id))
                     .await?
@@ -254,7 +292,12 @@ impl RegistryService for RegistryApi {
         self.core
             .call("GrantAuthorization", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
-                let origin = cx.origin();
+                let key = write_key(
+                    "GrantAuthorization",
+                    &r.request_id,
+                    &[&asked(&r, |m| &mut m.request_id)],
+                )?;
+                let origin = cx.origin(key);
                 let grant = core
                     .blocking(move || reg.grant(&origin, &r.artist_id, &r.party_id, &r.note))
                     .await?
@@ -275,7 +318,12 @@ impl RegistryService for RegistryApi {
             .call("RevokeAuthorization", request, |cx, r| async move {
                 let reg = Arc::clone(&core.registry);
                 let artist_id = r.artist_id.clone();
-                let origin = cx.origin();
+                let key = write_key(
+                    "RevokeAuthorization",
+                    &r.request_id,
+                    &[&asked(&r, |m| &mut m.request_id)],
+                )?;
+                let origin = cx.origin(key);
                 let registry_version = core
                     .blocking(move || reg.revoke(&origin, &artist_id, &r.party_id))
                     .await?

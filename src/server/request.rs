@@ -10,12 +10,16 @@ use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
 use tonic::{Status, Streaming};
 
+use sha2::{Digest, Sha256};
+
 use super::admission::UploadPermit;
 use super::metrics::Metrics;
 use crate::proto::{
     enroll_voiceprint_request, screen_request, EnrollMetadata, EnrollVoiceprintRequest,
     ScreenRequest, TrackMetadata,
 };
+use crate::registry::replay::WriteKey;
+use crate::registry::validate_request_id;
 
 /// The call's deadline: the client's `grpc-timeout`, capped by the server's default.
 pub fn deadline(metadata: &MetadataMap, default: Duration) -> Instant {
@@ -299,6 +303,30 @@ pub fn broken_stream(status: Status) -> Status {
     }
 }
 
+/// The write key of a mutating call: the client's `request_id` (empty: the call has none)
+/// and a digest of `method` and the request's `parts` (its encoded fields with the request id
+/// cleared, then any uploaded files), so that a retry must ask exactly the same.
+pub fn write_key(
+    method: &str,
+    request_id: &str,
+    parts: &[&[u8]],
+) -> Result<Option<WriteKey>, Status> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    validate_request_id(request_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut digest = Sha256::new();
+    digest.update(method.as_bytes());
+    for part in parts {
+        digest.update((part.len() as u64).to_le_bytes());
+        digest.update(part);
+    }
+    Ok(Some(WriteKey {
+        request_id: request_id.to_string(),
+        fingerprint: hex::encode(digest.finalize()),
+    }))
+}
+
 /// The status for an upload over the size limit.
 pub fn upload_too_large(max_bytes: u64) -> Status {
     UploadError::TooLarge { max_bytes }.into()
@@ -441,6 +469,23 @@ mod tests {
             broken_stream(Status::cancelled("gone")).code(),
             tonic::Code::Cancelled
         );
+    }
+
+    #[test]
+    fn write_keys_bind_the_request_id_to_what_was_asked() {
+        assert_eq!(write_key("M", "", &[b"x"]).unwrap(), None);
+        let key = write_key("M", "req-1", &[b"ab", b"c"]).unwrap().unwrap();
+        assert_eq!(key.request_id, "req-1");
+        assert_eq!(
+            key,
+            write_key("M", "req-1", &[b"ab", b"c"]).unwrap().unwrap()
+        );
+        for (method, parts) in [("M", [&b"a"[..], b"bc"]), ("N", [b"ab", b"c"])] {
+            let other = write_key(method, "req-1", &parts).unwrap().unwrap();
+            assert_ne!(other.fingerprint, key.fingerprint, "{method} {parts:?}");
+        }
+        let refused = write_key("M", &"x".repeat(65), &[]).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     }
 
     #[test]

@@ -37,6 +37,7 @@ impl Clients {
             .create_artist(CreateArtistRequest {
                 artist_id: id.into(),
                 display_name: name.into(),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|s| panic!("creating {id}: {s:?}"))
@@ -125,6 +126,7 @@ pub fn enroll_set_messages(artist: &str, files: &[Vec<u8>]) -> Vec<EnrollVoicepr
             artist_id: artist.into(),
             label: VoiceprintLabel::Speaking as i32,
             description: "test reference".into(),
+            ..Default::default()
         })),
     }];
     for (i, bytes) in files.iter().enumerate() {

@@ -27,6 +27,11 @@ impl ServerProcess {
 
     /// [`ServerProcess::start`], with the environment variables `env` set for the server.
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on("127.0.0.1:0", data_dir, extra, env)
+    }
+
+    /// [`ServerProcess::start_with_env`], listening on `listen`.
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_vocalguard"));
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("VOCALGUARD_") {
@@ -39,7 +44,7 @@ impl ServerProcess {
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])

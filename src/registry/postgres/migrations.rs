@@ -18,10 +18,11 @@ struct Migration {
 }
 
 /// Every migration, in order. Append only: never edit one that has shipped.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "registry tables, audit trail",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "registry tables, audit trail",
+        sql: r#"
 CREATE TABLE registry_meta (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     model_name text NOT NULL,
@@ -64,7 +65,23 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX audit_events_by_artist ON audit_events (artist_id, sequence);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "write keys of idempotent writes",
+        sql: r#"
+CREATE TABLE write_keys (
+    actor text COLLATE "C" NOT NULL,
+    request_id text COLLATE "C" NOT NULL,
+    fingerprint text NOT NULL,
+    outcome text NOT NULL,
+    registry_version bigint NOT NULL,
+    at_unix_ms bigint NOT NULL,
+    PRIMARY KEY (actor, request_id)
+);
+"#,
+    },
+];
 
 /// The schema version this build writes.
 pub fn latest() -> i32 {
