@@ -166,9 +166,9 @@ impl RegistryService for RegistryApi {
                 let artist_id = meta.artist_id.clone();
                 let asking = origin.clone();
                 let replayed = core
-                    .blocking(move || {
-                        reg.artist(&artist_id)?;
-                        reg.replayed::<Enrolled>(&asking)
+                    .blocking(move || match reg.replayed::<Enrolled>(&asking)? {
+                        Some(first) => Ok(Some(first)),
+                        None => reg.artist(&artist_id).map(|_| None),
                     })
                     .await?
                     .map_err(registry_status)?;
@@ -176,6 +176,7 @@ impl RegistryService for RegistryApi {
                 let decode_limits = core.decode_limits();
                 let min_voiced_s = registry.policy().min_voiced_s;
                 let metrics = core.metrics.clone();
+                let replay = replayed.is_some();
                 let enrolled = match replayed {
                     Some(first) => first,
                     None => core
@@ -219,6 +220,7 @@ impl RegistryService for RegistryApi {
                     voiceprint_id = %enrolled.voiceprint.voiceprint_id,
                     voiced_s = enrolled.voiceprint.voiced_s,
                     references = enrolled.references,
+                    replay,
                     "voiceprint enrolled"
                 );
                 let (nearest_other_artist_id, nearest_other_artist_score) =
