@@ -168,16 +168,20 @@ fn exercise(registry: &Registry) {
     keyed_writes_replay(registry);
 }
 
-/// A keyed enrollment and a keyed deletion, each retried: the retries get the first results
-/// and change nothing; the key reused for other audio is refused. Ends at version 13.
-fn keyed_writes_replay(registry: &Registry) {
-    let keyed = |request_id: &str, asked: &str| Origin {
+/// [`me`] with the write key `request_id` over `asked`.
+fn keyed(request_id: &str, asked: &str) -> Origin {
+    Origin {
         key: Some(WriteKey {
             request_id: request_id.into(),
             fingerprint: asked.into(),
         }),
         ..me()
-    };
+    }
+}
+
+/// A keyed enrollment and a keyed deletion, each retried: the retries get the first results
+/// and change nothing; the key reused for other audio is refused. Ends at version 13.
+fn keyed_writes_replay(registry: &Registry) {
     let enroll = keyed("k-enroll", "ana ref 4");
     let first = registry
         .enroll(
@@ -238,13 +242,7 @@ fn registry_operations_behave_alike_on_both_stores() {
     // Reopened, the index is rebuilt from the database, and keyed writes still replay.
     let again = open(&pg(&cluster));
     assert_eq!(again.version(), 13);
-    let retried = Origin {
-        key: Some(WriteKey {
-            request_id: "k-delete".into(),
-            fingerprint: "delete ref 4".into(),
-        }),
-        ..me()
-    };
+    let retried = keyed("k-delete", "delete ref 4");
     assert_eq!(
         again.delete_voiceprint(&retried, "vp-gone-by-now").unwrap(),
         13
